@@ -1,0 +1,365 @@
+"""Parts as tar streams: planning what to pack, producing the tar on demand, extracting it safely.
+
+The tar is produced by pulling (``TarStream.read``) instead of ``tarfile`` pushing into a file, so
+it can feed GnuPG or the uploader directly: no copy on disk, each byte read once and hashed once.
+Extraction trusts nothing in the tar; every entry must be announced by the signed manifest.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError, VerificationError
+from .manifest import FileEntry, check_member_path, symlink_stays_inside
+
+CHUNK = 1 << 20
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+
+
+@dataclass
+class Entry:
+    """One node to pack: its path in the part, where it is on disk, and what the manifest will say."""
+
+    path: str
+    source: str
+    type: str
+    mode: int
+    mtime: int
+    size: int = 0
+    target: str | None = None
+    sha256: str | None = None
+
+    def to_file_entry(self) -> FileEntry:
+        return FileEntry(
+            path=self.path,
+            type=self.type,
+            mode=self.mode,
+            mtime=self.mtime,
+            size=self.size,
+            sha256=self.sha256,
+            target=self.target,
+        )
+
+
+@dataclass
+class PartPlan:
+    name: str
+    destination: str
+    entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def estimated_tar_size(self) -> int:
+        """Upper bound of the tar size: header (with room for a PAX record) plus padded data per entry."""
+        total = 2 * BLOCK
+        for e in self.entries:
+            total += 3 * BLOCK + (e.size + BLOCK - 1) // BLOCK * BLOCK
+        return (total + RECORD - 1) // RECORD * RECORD
+
+
+def _utf8(name: str, where: str) -> str:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{where}: file name {name.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8"
+        ) from None
+    return name
+
+
+def _entry_for(path_in_part: str, source: str, st: os.stat_result, part: str) -> Entry:
+    mode = stat.S_IMODE(st.st_mode)
+    mtime = int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(source)
+        _utf8(target, f"part {part}")
+        if not symlink_stays_inside(path_in_part, target):
+            raise ConfigError(f"part {part}: symlink {path_in_part!r} -> {target!r} points outside the part")
+        return Entry(path_in_part, source, "symlink", 0o777, mtime, target=target)
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(path_in_part, source, "dir", mode, mtime)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(path_in_part, source, "file", mode, mtime, size=st.st_size)
+    raise ConfigError(f"part {part}: {path_in_part!r} is neither a file, a folder nor a symlink; refused")
+
+
+def _walk(root: str, prefix: str, part: str, out: dict[str, Entry]) -> None:
+    with os.scandir(root) as it:
+        children = sorted(it, key=lambda d: d.name)
+    for child in children:
+        name = _utf8(child.name, f"part {part}")
+        rel = f"{prefix}{name}"
+        st = child.stat(follow_symlinks=False)
+        entry = _entry_for(rel, child.path, st, part)
+        if rel in out:
+            raise ConfigError(f"part {part}: two matches of its path land on {rel!r}")
+        out[rel] = entry
+        if entry.type == "dir":
+            _walk(child.path, rel + "/", part, out)
+
+
+def plan_part(build_dir: str | Path, name: str, pattern: str, destination: str) -> PartPlan:
+    """Expand the part's glob under ``build_dir`` (SPEC §4) into sorted entries."""
+    base = os.path.abspath(build_dir)
+    if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+        raise ConfigError(f"part {name}: path {pattern!r} must be relative to the build folder, without '..'")
+    matches = sorted(glob.glob(pattern, root_dir=base, recursive=True, include_hidden=True))
+    if not matches:
+        raise ConfigError(f"part {name}: path {pattern!r} matches nothing in {base}")
+    entries: dict[str, Entry] = {}
+    for match in matches:
+        full = os.path.join(base, match)
+        if os.path.isdir(full):  # a matched folder (or a link to one) contributes its contents
+            _walk(full, "", name, entries)
+        else:
+            leaf = _utf8(os.path.basename(match.rstrip("/")), f"part {name}")
+            st = os.stat(full, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                st = os.stat(full)  # a matched link to a file contributes the file
+            if leaf in entries:
+                raise ConfigError(f"part {name}: two matches of its path land on {leaf!r}")
+            entries[leaf] = _entry_for(leaf, full, st, name)
+    return PartPlan(name=name, destination=destination, entries=[entries[k] for k in sorted(entries)])
+
+
+def hash_entries(entries: list[Entry]) -> list[Entry]:
+    """Entries with ``sha256`` filled by reading the files (used to compare with a committed version)."""
+    out = []
+    for e in entries:
+        if e.type == "file":
+            h = hashlib.sha256()
+            with open(e.source, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+            e = replace(e, sha256=h.hexdigest())
+        out.append(e)
+    return out
+
+
+def _tarinfo(e: Entry) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(e.path)
+    ti.mode = e.mode
+    ti.mtime = e.mtime
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    if e.type == "dir":
+        ti.type = tarfile.DIRTYPE
+    elif e.type == "symlink":
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = e.target or ""
+    else:
+        ti.type = tarfile.REGTYPE
+        ti.size = e.size
+    return ti
+
+
+class TarStream(io.RawIOBase):
+    """A readable tar of ``entries``, produced as it is read; fills each entry's ``sha256``.
+
+    A file that changes size while it is packed is an error: the manifest would otherwise lie.
+    """
+
+    def __init__(self, entries: list[Entry], on_bytes: Callable[[int], None] | None = None) -> None:
+        self._entries = entries
+        self._gen = self._generate()
+        self._buf = b""
+        self._on_bytes = on_bytes
+        self._aborted: BaseException | None = None
+        self.size = 0
+
+    def abort(self, reason: BaseException) -> None:
+        """Stop producing: the consumer failed, so reading the remaining files is wasted work."""
+        self._aborted = reason
+
+    def readable(self) -> bool:
+        return True
+
+    def _generate(self) -> Iterator[bytes]:
+        written = 0
+        for e in self._entries:
+            header = _tarinfo(e).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            written += len(header)
+            yield header
+            if e.type != "file":
+                continue
+            h = hashlib.sha256()
+            remaining = e.size
+            with open(e.source, "rb") as f:
+                while remaining > 0:
+                    chunk = f.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise ConfigError(f"{e.source!r} shrank while it was packed")
+                    h.update(chunk)
+                    remaining -= len(chunk)
+                    written += len(chunk)
+                    if self._on_bytes:
+                        self._on_bytes(len(chunk))
+                    yield chunk
+                if f.read(1):
+                    raise ConfigError(f"{e.source!r} grew while it was packed")
+            e.sha256 = h.hexdigest()
+            pad = -e.size % BLOCK
+            if pad:
+                written += pad
+                yield b"\0" * pad
+        end = 2 * BLOCK
+        end += -(written + end) % RECORD
+        yield b"\0" * end
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        if not self._buf:
+            self._buf = next(self._gen, b"")
+            if not self._buf:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        self.size += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Hand out whole generated chunks when they fit: fewer copies than ``readinto``."""
+        if self._aborted is not None:
+            raise self._aborted
+        if size is None or size < 0:
+            return b"".join([self._buf, *self._gen])
+        if not self._buf:
+            self._buf = next(self._gen, b"")
+        if len(self._buf) <= size:
+            out, self._buf = self._buf, b""
+        else:  # rare: callers read at least a chunk at a time
+            out, self._buf = self._buf[:size], self._buf[size:]
+        self.size += len(out)
+        return out
+
+
+@dataclass
+class ExtractResult:
+    files: int
+    bytes: int
+
+
+def _type_of(ti: tarfile.TarInfo) -> str:
+    if ti.isreg():
+        return "file"
+    if ti.isdir():
+        return "dir"
+    if ti.issym():
+        return "symlink"
+    if ti.islnk():
+        return "hardlink"
+    return "special"
+
+
+def extract_part(
+    stream: io.RawIOBase | io.BufferedIOBase,
+    expected: tuple[FileEntry, ...],
+    dest: str | None,
+    *,
+    part: str,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ExtractResult:
+    """Extract the tar in ``stream`` into ``dest`` (None: only check), admitting exactly ``expected``.
+
+    Every entry must be listed in the signed manifest with the same type, mode, size and SHA-256,
+    at most once; links may not escape; no entry may pass through a symlink. The caller removes
+    ``dest`` on any error.
+    """
+    want = {f.path: f for f in expected}
+    seen: set[str] = set()
+    dirs: list[FileEntry] = []
+    written = 0
+    if dest is not None:
+        os.makedirs(dest, exist_ok=True)
+        real_dest = os.path.realpath(dest)
+    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict", bufsize=CHUNK) as tf:
+        for ti in tf:
+            name = ti.name.rstrip("/") if ti.isdir() else ti.name
+            try:
+                check_member_path(name)
+            except VerificationError as e:
+                raise VerificationError(f"part {part}: {e}") from None
+            entry = want.get(name)
+            if entry is None:
+                raise VerificationError(
+                    f"part {part}: {name!r} is in the archive but not in the signed manifest"
+                )
+            if name in seen:
+                raise VerificationError(f"part {part}: {name!r} appears twice in the archive")
+            seen.add(name)
+            kind = _type_of(ti)
+            if kind != entry.type:
+                raise VerificationError(
+                    f"part {part}: {name!r} is a {kind} in the archive, a {entry.type} in the manifest"
+                )
+            if kind == "file" and ti.size != entry.size:
+                raise VerificationError(
+                    f"part {part}: {name!r} is {ti.size} bytes in the archive, {entry.size} in the manifest"
+                )
+            if kind == "symlink" and ti.linkname != entry.target:
+                raise VerificationError(f"part {part}: symlink {name!r} target differs from the manifest")
+            target = None
+            if dest is not None:
+                target = os.path.join(dest, name)
+                parent = os.path.dirname(target)
+                if os.path.realpath(parent) != os.path.join(real_dest, os.path.dirname(name)).rstrip("/"):
+                    raise VerificationError(f"part {part}: {name!r} would be written through a symlink")
+                if os.path.lexists(target):
+                    raise VerificationError(f"part {part}: {name!r} already exists in the staging folder")
+            if kind == "dir":
+                if target is not None:
+                    os.mkdir(target, 0o700)
+                dirs.append(entry)
+                continue
+            if kind == "symlink":
+                if target is not None:
+                    os.symlink(entry.target or "", target)
+                    os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
+                continue
+            src = tf.extractfile(ti)
+            assert src is not None
+            h = hashlib.sha256()
+            out = open(target, "xb") if target is not None else None  # noqa: SIM115 - closed below
+            try:
+                remaining = ti.size
+                while remaining > 0:
+                    chunk = src.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise VerificationError(f"part {part}: {name!r} is truncated")
+                    h.update(chunk)
+                    remaining -= len(chunk)
+                    if out is not None:
+                        out.write(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+            finally:
+                if out is not None:
+                    out.close()
+            if h.hexdigest() != entry.sha256:
+                raise VerificationError(f"part {part}: SHA-256 of {name!r} differs from the signed manifest")
+            written += ti.size
+            if target is not None:
+                os.chmod(target, entry.mode)
+                os.utime(target, (entry.mtime, entry.mtime))
+    missing = sorted(set(want) - seen)
+    if missing:
+        raise VerificationError(
+            f"part {part}: {len(missing)} file(s) of the signed manifest are missing from the archive, e.g. {missing[0]!r}"
+        )
+    if dest is not None:
+        for d in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
+            path = os.path.join(dest, d.path)
+            os.chmod(path, d.mode)
+            os.utime(path, (d.mtime, d.mtime))
+    return ExtractResult(files=sum(1 for f in expected if f.type == "file"), bytes=written)

@@ -1,0 +1,345 @@
+"""The ``offline-bundle`` command line (SPEC §8): the same ``source`` keys from a YAML file and env.
+
+Operators run it on both sides of the gap; its commands are thin wrappers over the same Packer
+and Unpacker that the Concourse scripts use, with a local folder as an alternative store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from . import __version__, crypto
+from .config import (
+    SOURCE_KEYS,
+    BuildInfo,
+    InParams,
+    OutParams,
+    PartSpec,
+    Source,
+    check_destination,
+    parse_source,
+)
+from .errors import BundleError, ConfigError
+from .names import check_name, check_part_name
+from .protocol import EXIT_FAILURE, EXIT_INTERNAL, Redactor
+from .protocol import main as protocol_main
+from .store import DirStore, S3Store, Store
+
+ENV_PREFIX = "OFFLINE_BUNDLE_"
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+LOCAL_BUCKET = "local-folder"
+
+
+def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
+    """YAML file first, then ``OFFLINE_BUNDLE_<KEY>`` variables over it."""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except OSError as e:
+            raise ConfigError(f"--config {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path} is not valid YAML ({e.__class__.__name__})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path} must hold a map of source keys")
+        raw.update(loaded)
+    for key in SOURCE_KEYS:
+        value = env.get(ENV_PREFIX + key.upper())
+        if value is None:
+            continue
+        if key in (
+            "use_path_style",
+            "disable_ssl",
+            "skip_ssl_verification",
+            "allow_unencrypted",
+            "allow_unsigned",
+        ):
+            if value.strip().lower() not in _BOOL_WORDS:
+                raise ConfigError(f"{ENV_PREFIX}{key.upper()} must be true or false")
+            raw[key] = _BOOL_WORDS[value.strip().lower()]
+        else:
+            raw[key] = value
+    return raw
+
+
+def source_from(args: argparse.Namespace, *, local: str | None = None) -> Source:
+    raw = load_config(args.config, dict(os.environ))
+    if local is not None:
+        raw.setdefault("bucket", LOCAL_BUCKET)
+    return parse_source(raw, where="config")
+
+
+def store_for(source: Source, local: str | None) -> Store:
+    return DirStore(local) if local else S3Store(source)
+
+
+def _log(redact: Redactor) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        sys.stderr.write(redact(msg) + "\n")
+        sys.stderr.flush()
+
+    return log
+
+
+def _latest(source: Source, store: Store) -> str:
+    from .commit import list_committed
+    from .versions import order
+
+    committed = order(list_committed(source, store), source.version_order)
+    if not committed:
+        raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
+    return committed[-1].version
+
+
+# --------------------------------------------------------------------------------------- commands
+
+
+def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    from .pack import Packer
+
+    source = source_from(args, local=args.to_dir)
+    redact.add(source.secret_values())
+    parts = []
+    seen = set()
+    for spec in args.part:
+        name, sep, rest = spec.partition("=")
+        if not sep or not rest:
+            raise ConfigError(f"--part {spec!r} must be NAME=PATH or NAME=PATH=DESTINATION")
+        path, _, dest = rest.partition("=")
+        name = check_part_name(name)
+        if name in seen:
+            raise ConfigError(f"--part {name} is given twice")
+        seen.add(name)
+        parts.append(
+            PartSpec(name, path, check_destination(dest or name + "/", f"--part {name} destination"))
+        )
+    if args.version:
+        check_name(args.version, "--version")
+    params = OutParams(parts=tuple(parts), version=args.version, overwrite=args.overwrite)
+    build = BuildInfo.from_env(dict(os.environ))
+    result = Packer(source, store_for(source, args.to_dir), log).put(params, args.base, build)
+    m = result.manifest
+    print(f"{m.name} {m.version}: {len(m.parts)} part(s), {m.file_count} entries, {m.total_bytes} bytes")
+    print(f"uploaded: {', '.join(result.uploaded) or 'none'}; reused: {', '.join(result.reused) or 'none'}")
+    print(f"signer: {result.signer or 'UNSIGNED'}")
+    return 0
+
+
+def _get(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor, dest: str | None) -> Any:
+    from .unpack import Unpacker
+
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    store = store_for(source, args.from_dir)
+    version = args.version or _latest(source, store)
+    params = InParams(parts=tuple(check_part_name(p) for p in args.part) if args.part else None)
+    return Unpacker(source, store, log).get(version, params, dest)
+
+
+def cmd_verify(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    result = _get(args, log, redact, None)
+    m = result.trusted.manifest
+    print(
+        f"OK {m.name} {m.version}: signer {result.trusted.signer or 'UNSIGNED'}"
+        f"{' (key expired since)' if result.trusted.signer_expired else ''}; "
+        f"{len(result.parts)} part(s), {result.files} files, {result.bytes} bytes verified"
+    )
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    result = _get(args, log, redact, args.dest)
+    m = result.trusted.manifest
+    print(
+        f"{m.name} {m.version} -> {args.dest}: {', '.join(result.parts) or 'no parts'} ({result.files} files)"
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    from .commit import read_commit
+    from .progress import human
+
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    store = store_for(source, args.from_dir)
+    version = args.version or _latest(source, store)
+    trusted = read_commit(source, store, version)
+    m = trusted.manifest
+    print(f"bundle   {m.name}")
+    print(f"version  {m.version}")
+    print(
+        f"created  {m.created_at} by {BuildInfo(m.created_by or {}).describe()} with {m.tool.get('name')} {m.tool.get('version')}"
+    )
+    print(
+        f"signer   {trusted.signer or 'UNSIGNED'}{' (key expired since)' if trusted.signer_expired else ''}"
+    )
+    for p in m.parts:
+        enc = p.encryption
+        how = (
+            ", ".join([*(f"key {r}" for r in enc.recipients), *(["passphrase"] if enc.passphrase else [])])
+            or "not encrypted"
+        )
+        print(
+            f"part {p.name} -> {p.destination}  ({human(p.bytes)} in {sum(1 for f in p.files if f.type == 'file')} files; {how})"
+        )
+        print(f"  payload {p.payload.key} {p.payload.size} bytes sha256 {p.payload.sha256}")
+        if args.files:
+            for f in p.files:
+                extra = (
+                    f" -> {f.target}"
+                    if f.type == "symlink"
+                    else f"  {f.size:>12}  {f.sha256}"
+                    if f.type == "file"
+                    else "/"
+                )
+                print(f"  {f.mode:04o} {f.path}{extra}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    from .commit import list_committed
+    from .versions import order
+
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    store = store_for(source, args.from_dir)
+    for c in order(list_committed(source, store), source.version_order):
+        print(f"{c.version}\t{c.arrived.isoformat()}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    passphrase = None
+    if args.passphrase_file:
+        with open(args.passphrase_file, encoding="utf-8") as f:
+            passphrase = f.read().rstrip("\n")
+        redact.add([passphrase])
+    if os.path.lexists(args.out):
+        raise ConfigError(f"--out {args.out} exists; refusing to overwrite a key")
+    uid = args.uid or f"offline-bundle {args.role} key"
+    key = crypto.generate_key(args.role, uid, passphrase, args.expire)
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.secret_armored)
+    other = "trusted_public_keys" if args.role == "sign" else "recipient_public_keys"
+    log(f"secret key written to {args.out} (mode 0600); put the public key below in the other side's {other}")
+    print(f"fingerprint: {key.fingerprint}")
+    print(key.public_armored, end="" if key.public_armored.endswith("\n") else "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="offline-bundle",
+        description="Signed, encrypted bundles across an air gap through S3-compatible stores.",
+    )
+    p.add_argument("--version", action="version", version=f"offline-bundle {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            metavar="FILE",
+            help="YAML file of source keys (OFFLINE_BUNDLE_<KEY> variables override)",
+        )
+
+    def with_read(sp: argparse.ArgumentParser) -> None:
+        with_config(sp)
+        sp.add_argument(
+            "--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout"
+        )
+        sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
+
+    sp = sub.add_parser("pack", help="pack local paths into a bundle (S3, or a local folder)")
+    with_config(sp)
+    sp.add_argument(
+        "--part",
+        action="append",
+        required=True,
+        metavar="NAME=PATH[=DEST]",
+        help="a part: glob PATH under --base",
+    )
+    sp.add_argument("--base", default=".", help="folder the part paths are relative to (default: .)")
+    sp.add_argument("--version", dest="version", help="bundle version (default: a UTC timestamp)")
+    sp.add_argument("--to-dir", metavar="DIR", help="write the bundle to a local folder instead of S3")
+    sp.add_argument("--overwrite", action="store_true", help="replace a committed version with other content")
+    sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser("verify", help="verify signature, payload hashes and every file; writes nothing")
+    with_read(sp)
+    sp.add_argument("--part", action="append", metavar="NAME", help="verify only these parts")
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("unpack", help="verify and explode a bundle into DEST (the layout of `in`)")
+    with_read(sp)
+    sp.add_argument("--part", action="append", metavar="NAME", help="fetch only these parts")
+    sp.add_argument("dest", metavar="DEST")
+    sp.set_defaults(func=cmd_unpack)
+
+    sp = sub.add_parser("show", help="the signed manifest as a listing, without decrypting")
+    with_read(sp)
+    sp.add_argument("--files", action="store_true", help="list every file")
+    sp.set_defaults(func=cmd_show)
+
+    sp = sub.add_parser("list", help="committed versions, oldest first (version_order)")
+    with_config(sp)
+    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("keygen", help="make a signing (connected side) or decryption (air-gapped side) key")
+    sp.add_argument("--role", choices=("sign", "decrypt"), required=True)
+    sp.add_argument("--out", required=True, help="file for the secret key (created with mode 0600)")
+    sp.add_argument("--uid", help="user id of the key")
+    sp.add_argument("--passphrase-file", help="protect the secret key with the passphrase in this file")
+    sp.add_argument("--expire", default="0", help="gpg expiry such as 2y (default: never)")
+    sp.set_defaults(func=cmd_keygen)
+
+    for name, what in (
+        ("check", "list versions"),
+        ("in", "fetch a version into DIR"),
+        ("out", "put from DIR"),
+    ):
+        sp = sub.add_parser(name, help=f"the Concourse {name} script ({what}); request JSON on stdin")
+        sp.add_argument("directory", nargs="*")
+        sp.set_defaults(func=None, protocol=name)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.func is None:
+        return protocol_main(args.protocol, args.directory)
+    redact = Redactor()
+    log = _log(redact)
+    try:
+        return args.func(args, log, redact)
+    except BundleError as e:
+        log(f"error: {e}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        log("error: interrupted")
+        return EXIT_FAILURE
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        if os.environ.get("OFFLINE_BUNDLE_DEBUG"):
+            import traceback
+
+            log(traceback.format_exc())
+        log(f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

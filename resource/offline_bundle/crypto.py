@@ -1,0 +1,415 @@
+"""OpenPGP through python-gnupg over the real ``gpg``, each operation in a throwaway ``GNUPGHOME``.
+
+Why a throwaway home: the keyring then holds exactly the keys the ``source`` names, so a
+signature can only verify against a trusted key, no ownertrust is ever set, and nothing of a
+secret key outlives the step. Decisions are read from gpg's machine status lines (VALIDSIG with
+the primary fingerprint, DECRYPTION_OKAY, GOODMDC), never from its human text or exit code alone.
+Large data never sits in memory: output goes chunk by chunk to a ``sink`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import gnupg
+
+from .errors import CryptoError, VerificationError
+
+GPG_BUFFER = 1 << 20
+SIGNED_HEADER = b"-----BEGIN PGP SIGNED MESSAGE-----"
+# Flags that keep gpg off the network and its output readable by GnuPG 2.2 (no AEAD packets).
+COMMON_ARGS = ["--no-auto-key-retrieve", "--auto-key-locate", "local", "--trust-model", "always"]
+CIPHER_ARGS = ["--cipher-algo", "AES256", "--digest-algo", "SHA256"]
+
+
+@dataclass(frozen=True)
+class Status:
+    keyword: str
+    args: tuple[str, ...]
+
+
+def parse_status(stderr: str) -> list[Status]:
+    """gpg's ``[GNUPG:]`` status lines from its stderr (python-gnupg runs it with --status-fd 2)."""
+    out = []
+    for line in stderr.splitlines():
+        if line.startswith("[GNUPG:] "):
+            words = line[9:].split()
+            if words:
+                out.append(Status(words[0], tuple(words[1:])))
+    return out
+
+
+def _human_errors(stderr: str) -> str:
+    """gpg's own error words, for a message; status lines and key material left out."""
+    lines = [
+        ln.strip()
+        for ln in stderr.splitlines()
+        if ln.startswith("gpg:") and "passphrase" not in ln.lower() and "BEGIN PGP" not in ln
+    ]
+    return "; ".join(lines[-3:]) if lines else "no details"
+
+
+@contextlib.contextmanager
+def gpg_home() -> Iterator[gnupg.GPG]:
+    """A GPG bound to a fresh home, removed with its agent afterwards.
+
+    The home lives under the system temp folder with a short name: gpg-agent's socket path must
+    fit in 108 bytes.
+    """
+    home = tempfile.mkdtemp(prefix="ob-gpg-")
+    try:
+        with open(os.path.join(home, "gpg-agent.conf"), "w") as f:
+            f.write("allow-loopback-pinentry\n")
+        gpg = gnupg.GPG(gnupghome=home)
+        gpg.buffer_size = GPG_BUFFER
+        yield gpg
+    finally:
+        subprocess.run(
+            ["gpgconf", "--homedir", home, "--kill", "all"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    fingerprint: str
+    capabilities: str
+    validity: str
+    expires: str
+
+    @property
+    def revoked(self) -> bool:
+        return self.validity == "r"
+
+    @property
+    def expired(self) -> bool:
+        return self.validity == "e"
+
+
+def _key_infos(gpg: gnupg.GPG, secret: bool = False) -> dict[str, KeyInfo]:
+    keys = gpg.list_keys(secret)
+    return {
+        k["fingerprint"]: KeyInfo(
+            k["fingerprint"], k.get("cap", ""), k.get("trust", ""), k.get("expires", "")
+        )
+        for k in keys
+    }
+
+
+def import_public_keys(gpg: gnupg.GPG, armored: list[str] | tuple[str, ...], what: str) -> list[KeyInfo]:
+    """Import public keys; each item must add at least one key and no secret key."""
+    infos: list[KeyInfo] = []
+    for i, text in enumerate(armored):
+        before = set(_key_infos(gpg))
+        result = gpg.import_keys(text)
+        if result.sec_imported:
+            raise CryptoError(f"{what}[{i}] holds a secret key; give only the public key here")
+        after = _key_infos(gpg)
+        new = [after[f] for f in result.fingerprints if f in after] or [after[f] for f in set(after) - before]
+        if not new:
+            raise CryptoError(
+                f"{what}[{i}] could not be imported as an OpenPGP public key ({_human_errors(result.stderr)})"
+            )
+        infos.extend({k.fingerprint: k for k in new}.values())
+    return infos
+
+
+def import_secret_key(gpg: gnupg.GPG, armored: str, passphrase: str | None, what: str) -> KeyInfo:
+    result = gpg.import_keys(armored, passphrase=passphrase) if passphrase else gpg.import_keys(armored)
+    secrets = _key_infos(gpg, secret=True)
+    if not secrets:
+        raise CryptoError(
+            f"{what} could not be imported as an OpenPGP secret key ({_human_errors(result.stderr)})"
+        )
+    if len(secrets) > 1:
+        raise CryptoError(f"{what} holds {len(secrets)} secret keys; give exactly one")
+    fpr = next(iter(secrets))
+    return _key_infos(gpg)[fpr]
+
+
+def public_key_of(secret_armored: str, passphrase: str | None = None) -> str:
+    """The armoured public half of a secret key, so the signer's own get can trust it."""
+    with gpg_home() as gpg:
+        info = import_secret_key(gpg, secret_armored, passphrase, "source.signing_private_key")
+        return gpg.export_keys(info.fingerprint)
+
+
+def recipient_fingerprints(armored: tuple[str, ...]) -> list[str]:
+    """Check recipients can receive encrypted data; their primary fingerprints, sorted."""
+    with gpg_home() as gpg:
+        return sorted(k.fingerprint for k in _usable_recipients(gpg, armored))
+
+
+def _usable_recipients(gpg: gnupg.GPG, armored: tuple[str, ...]) -> list[KeyInfo]:
+    infos = import_public_keys(gpg, armored, "source.recipient_public_keys")
+    for k in infos:
+        if k.revoked or k.expired:
+            state = "revoked" if k.revoked else "expired"
+            raise CryptoError(
+                f"source.recipient_public_keys: key {k.fingerprint} is {state}; it cannot receive data"
+            )
+        if "E" not in k.capabilities:
+            raise CryptoError(
+                f"source.recipient_public_keys: key {k.fingerprint} has no usable encryption subkey"
+            )
+    return infos
+
+
+# ---------------------------------------------------------------------------------------------- sign
+
+
+def clearsign(data: bytes, secret_armored: str, passphrase: str | None) -> tuple[bytes, str]:
+    """Clear-sign ``data``; returns the signed message and the signer's primary fingerprint."""
+    with gpg_home() as gpg:
+        info = import_secret_key(gpg, secret_armored, passphrase, "source.signing_private_key")
+        if info.revoked or info.expired:
+            raise CryptoError(
+                f"source.signing_private_key {info.fingerprint} is {'revoked' if info.revoked else 'expired'}"
+            )
+        if "S" not in info.capabilities:
+            raise CryptoError(f"source.signing_private_key {info.fingerprint} cannot sign")
+        result = gpg.sign(
+            data,
+            keyid=info.fingerprint,
+            passphrase=passphrase if passphrase else None,
+            clearsign=True,
+            binary=True,
+            extra_args=["--digest-algo", "SHA256"],
+        )
+        statuses = parse_status(result.stderr)
+        if not any(s.keyword == "SIG_CREATED" for s in statuses) or not result.data:
+            hint = (
+                " (is signing_private_key_passphrase right?)"
+                if any(s.keyword in ("BAD_PASSPHRASE", "MISSING_PASSPHRASE") for s in statuses)
+                else ""
+            )
+            raise CryptoError(f"signing the manifest failed{hint}: {_human_errors(result.stderr)}")
+        return bytes(result.data), info.fingerprint
+
+
+@dataclass(frozen=True)
+class Verified:
+    data: bytes
+    fingerprint: str
+    signed_at: str
+    key_expired: bool
+
+
+def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> Verified:
+    """Verify a clear-signed message against ``trusted`` keys only and return exactly what was signed.
+
+    Refused: anything but one clear-signed message, a bad signature, a signature by a key not in
+    ``trusted``, a revoked key. Accepted and reported: a key that has expired since (bundles outlive
+    keys; air-gapped clocks drift).
+    """
+    stripped = message.lstrip()
+    if not stripped.startswith(SIGNED_HEADER) or message.count(SIGNED_HEADER) != 1:
+        raise VerificationError("commit object is not one OpenPGP clear-signed message")
+    if not trusted:
+        raise VerificationError(
+            "the bundle is signed but no trusted_public_keys are configured to verify it against"
+        )
+    with gpg_home() as gpg:
+        keys = import_public_keys(gpg, trusted, "source.trusted_public_keys")
+        trusted_fprs = {k.fingerprint: k for k in keys}
+        result = gpg.decrypt(message, extra_args=COMMON_ARGS)
+        statuses = parse_status(result.stderr)
+    words = [s.keyword for s in statuses]
+    sig_words = [w for w in words if w in ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "EXPSIG")]
+    if "BADSIG" in words:
+        raise VerificationError(
+            "the commit object's signature is BAD: the manifest was altered after signing"
+        )
+    if "ERRSIG" in words or "NO_PUBKEY" in words:
+        raise VerificationError("the commit object is signed by a key that is not among trusted_public_keys")
+    if "REVKEYSIG" in words or "KEYREVOKED" in words:
+        raise VerificationError("the commit object is signed by a REVOKED key; refused")
+    if "EXPSIG" in words:
+        raise VerificationError("the commit object's signature itself has expired; refused")
+    valid = [s for s in statuses if s.keyword == "VALIDSIG"]
+    if len(sig_words) != 1 or len(valid) != 1 or len(valid[0].args) < 10:
+        raise VerificationError(
+            f"the commit object does not carry exactly one valid signature ({_human_errors(result.stderr)})"
+        )
+    primary = valid[0].args[9]
+    if primary not in trusted_fprs:
+        raise VerificationError(f"the commit object is signed by {primary}, which is not a trusted key")
+    if trusted_fprs[primary].revoked:
+        raise VerificationError(f"the commit object is signed by revoked key {primary}; refused")
+    data = bytes(result.data)
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    return Verified(
+        data=data,
+        fingerprint=primary,
+        signed_at=valid[0].args[2],
+        key_expired="EXPKEYSIG" in words or trusted_fprs[primary].expired,
+    )
+
+
+# ------------------------------------------------------------------------------------- encrypt/decrypt
+
+
+def _sink_callback(sink: Callable[[bytes], None]) -> Callable[[bytes], bool]:
+    def on_data(chunk: bytes) -> bool:
+        if chunk:
+            sink(chunk)
+        return False  # tell python-gnupg not to keep the chunk in memory
+
+    return on_data
+
+
+def encrypt_stream(
+    src: io.RawIOBase,
+    sink: Callable[[bytes], None],
+    *,
+    recipients: tuple[str, ...],
+    passphrase: str | None,
+    compression: str,
+) -> list[str]:
+    """Encrypt ``src`` to recipients and/or a passphrase; ciphertext goes to ``sink`` in chunks.
+
+    Returns the recipients' primary fingerprints. The sink runs on python-gnupg's reader thread;
+    an exception it raises is re-raised here after gpg has finished.
+    """
+    if not recipients and passphrase is None:
+        raise CryptoError("nothing to encrypt to: give recipient_public_keys or encryption_passphrase")
+    with gpg_home() as gpg:
+        infos = _usable_recipients(gpg, recipients) if recipients else []
+        fprs = sorted(k.fingerprint for k in infos)
+        comp = (
+            ["--compress-algo", "none", "-z", "0"]
+            if compression == "none"
+            else ["--compress-algo", "zlib", "-z", "6"]
+        )
+        args = [*COMMON_ARGS, *CIPHER_ARGS, *comp]
+        gpg.on_data = _sink_callback(sink)
+        if fprs:
+            if passphrase is not None:
+                args.append("--symmetric")
+            result = gpg.encrypt_file(src, fprs, armor=False, passphrase=passphrase, extra_args=args)
+        else:
+            result = gpg.encrypt_file(
+                src, None, symmetric="AES256", armor=False, passphrase=passphrase, extra_args=args
+            )
+        failure = getattr(result, "on_data_failure", None)
+        if failure is not None:
+            raise failure
+        statuses = parse_status(result.stderr)
+        words = [s.keyword for s in statuses]
+        if "INV_RECP" in words:
+            raise CryptoError("a recipient key cannot be used for encryption")
+        if result.returncode != 0 or "END_ENCRYPTION" not in words:
+            raise CryptoError(f"gpg could not encrypt: {_human_errors(result.stderr)}")
+        return fprs
+
+
+@dataclass(frozen=True)
+class DecryptKeys:
+    secret_key: str | None = None
+    secret_key_passphrase: str | None = None
+    passphrase: str | None = None
+
+
+def decrypt_stream(
+    src: io.RawIOBase, sink: Callable[[bytes], None], keys: DecryptKeys, *, use_key: bool
+) -> None:
+    """Decrypt an OpenPGP message from ``src`` into ``sink``, requiring intact integrity protection.
+
+    ``use_key`` picks the secret key (and its passphrase) over the symmetric passphrase: gpg takes
+    one passphrase per run.
+    """
+    with gpg_home() as gpg:
+        if use_key:
+            if not keys.secret_key:
+                raise CryptoError(
+                    "the bundle is encrypted to recipient keys but no decryption_private_key is configured"
+                )
+            import_secret_key(
+                gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key"
+            )
+            passphrase = keys.secret_key_passphrase
+        else:
+            if keys.passphrase is None:
+                raise CryptoError(
+                    "the bundle is encrypted with a passphrase only but no encryption_passphrase is configured"
+                )
+            passphrase = keys.passphrase
+        gpg.on_data = _sink_callback(sink)
+        result = gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=COMMON_ARGS)
+        failure = getattr(result, "on_data_failure", None)
+        if failure is not None:
+            raise failure
+        words = [s.keyword for s in parse_status(result.stderr)]
+    if "NO_SECKEY" in words and "DECRYPTION_OKAY" not in words:
+        raise VerificationError("the payload is not encrypted to the configured decryption key (wrong key?)")
+    if "BAD_PASSPHRASE" in words or ("DECRYPTION_FAILED" in words and not use_key):
+        raise VerificationError("the payload could not be decrypted: wrong passphrase or damaged data")
+    if "BADMDC" in words or "DECRYPTION_FAILED" in words:
+        raise VerificationError("the payload's integrity protection is broken: it was altered in transit")
+    if "DECRYPTION_OKAY" not in words or "GOODMDC" not in words or result.returncode != 0:
+        raise VerificationError(
+            f"the payload did not decrypt with intact integrity protection ({_human_errors(result.stderr)})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- keygen
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    fingerprint: str
+    public_armored: str
+    secret_armored: str
+
+
+def generate_key(role: str, uid: str, passphrase: str | None, expire: str = "0") -> GeneratedKey:
+    """A new ed25519 key: sign-only for ``sign``, with a cv25519 encryption subkey for ``decrypt``."""
+    if role not in ("sign", "decrypt"):
+        raise CryptoError("role must be sign or decrypt")
+    pp = passphrase or ""
+    with gpg_home() as gpg:
+        base = [
+            gpg.gpgbinary,
+            "--homedir",
+            gpg.gnupghome,
+            "--batch",
+            "--status-fd",
+            "2",
+            "--pinentry-mode",
+            "loopback",
+        ]
+        base += ["--passphrase-fd", "0"]
+
+        def run(*args: str) -> str:
+            p = subprocess.run([*base, *args], input=(pp + "\n").encode(), capture_output=True, check=False)
+            if p.returncode != 0:
+                raise CryptoError(
+                    f"gpg key generation failed: {_human_errors(p.stderr.decode('utf-8', 'replace'))}"
+                )
+            return p.stderr.decode("utf-8", "replace")
+
+        out = run("--quick-gen-key", uid, "ed25519", "sign", expire)
+        created = [s for s in parse_status(out) if s.keyword == "KEY_CREATED"]
+        if not created:
+            raise CryptoError("gpg did not report the new key")
+        fpr = created[0].args[1]
+        if role == "decrypt":
+            run("--quick-add-key", fpr, "cv25519", "encr", expire)
+        public = gpg.export_keys(fpr)
+        secret = gpg.export_keys(fpr, secret=True, passphrase=pp, expect_passphrase=bool(pp))
+        if "PRIVATE KEY BLOCK" not in secret:
+            raise CryptoError("gpg did not export the new secret key")
+        return GeneratedKey(fingerprint=fpr, public_armored=public, secret_armored=secret)

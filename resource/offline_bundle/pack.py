@@ -1,0 +1,242 @@
+"""The put side: plan -> (reuse or stream tar -> hash -> encrypt -> upload) -> manifest -> sign -> commit.
+
+Nothing of the bundle touches local disk: the tar is produced as gpg reads it, gpg's output is
+hashed and uploaded part by part, and the commit object goes up last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import crypto
+from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part
+from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
+from .config import BuildInfo, OutParams, Source
+from .errors import BundleError, ConfigError, StoreError, VerificationError
+from .manifest import Encryption, Manifest, Part, Payload
+from .names import check_name
+from .progress import Progress
+from .store import Store
+from .versions import order
+
+Log = Callable[[str], None]
+REUSE_LOOKBACK = 50  # commit objects read when looking for a payload to reuse
+
+
+@dataclass(frozen=True)
+class PutResult:
+    manifest: Manifest
+    signer: str | None
+    uploaded: tuple[str, ...]
+    reused: tuple[str, ...]
+    unchanged: bool
+
+
+def resolve_version(params: OutParams, build_dir: str) -> str:
+    if params.version is not None:
+        return params.version
+    if params.version_file is not None:
+        path = os.path.join(build_dir, params.version_file)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+        except OSError as e:
+            raise ConfigError(
+                f"params.version_file {params.version_file!r} cannot be read: {e.strerror}"
+            ) from None
+        return check_name(text, f"the version in {params.version_file}")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shape(
+    plan_files: list[tuple[str, str, int, int, str | None]],
+) -> tuple[tuple[str, str, int, int, str | None], ...]:
+    return tuple(sorted(plan_files))
+
+
+def _plan_shape(plan: PartPlan) -> tuple:
+    return _shape([(e.path, e.type, e.mode, e.size, e.target) for e in plan.entries])
+
+
+def _part_shape(part: Part) -> tuple:
+    return _shape([(f.path, f.type, f.mode, f.size, f.target) for f in part.files])
+
+
+def _same_files(plan: PartPlan, part: Part) -> bool:
+    """Same paths, types, modes and bytes; hashes the local files only when the cheap shape matches."""
+    if _plan_shape(plan) != _part_shape(part):
+        return False
+    hashed = {e.path: e.sha256 for e in hash_entries(plan.entries)}
+    return all(f.type != "file" or hashed.get(f.path) == f.sha256 for f in part.files)
+
+
+class Packer:
+    def __init__(self, source: Source, store: Store, log: Log) -> None:
+        self.source = source
+        self.store = store
+        self.log = log
+
+    def put(self, params: OutParams, build_dir: str, build: BuildInfo) -> PutResult:
+        source = self.source
+        version = resolve_version(params, build_dir)
+        if not source.encrypts and not source.allow_unencrypted:
+            raise ConfigError(
+                "source has neither recipient_public_keys nor encryption_passphrase; "
+                "set allow_unencrypted: true to make signed, unencrypted bundles"
+            )
+        plans = [plan_part(build_dir, p.name, p.path, p.destination) for p in params.parts]
+        recipients = (
+            crypto.recipient_fingerprints(source.recipient_public_keys)
+            if source.recipient_public_keys
+            else []
+        )
+        encryption = Encryption(
+            recipients=tuple(recipients),
+            passphrase=source.encryption_passphrase is not None,
+            compression=source.compression,
+        )
+        keys = trusted_keys(source)  # also proves the signing key imports before anything moves
+        if not source.signing_private_key:
+            self.log(
+                "warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default"
+            )
+
+        existing = self.store.get_bytes(commit_key(source, version))
+        if existing is not None:
+            try:
+                current = read_commit(source, self.store, version, keys=keys)
+            except VerificationError as e:
+                if not params.overwrite:
+                    raise BundleError(
+                        f"version {version} is already committed but its commit object does not verify ({e}); "
+                        "use overwrite: true to replace it"
+                    ) from None
+                current = None
+            if current is not None and self._same_content(plans, current):
+                self.log(f"version {version} is already committed with the same content: nothing uploaded")
+                return PutResult(current.manifest, current.signer, (), (), unchanged=True)
+            if not params.overwrite:
+                raise BundleError(
+                    f"version {version} of bundle {source.name} is already committed with other content; "
+                    "choose a new version, or set overwrite: true to replace it"
+                )
+            self.log(f"version {version} exists with other content: overwriting its commit object")
+
+        candidates = self._reuse_candidates(keys, encryption)
+        parts: list[Part] = []
+        uploaded: list[str] = []
+        reused: list[str] = []
+        for plan in plans:
+            part = self._reuse(plan, candidates, encryption)
+            if part is not None:
+                reused.append(plan.name)
+                self.log(
+                    f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})"
+                )
+            else:
+                part = self._upload(plan, encryption)
+                uploaded.append(plan.name)
+            parts.append(part)
+
+        manifest = Manifest(
+            name=source.name,
+            version=version,
+            created_at=_now(),
+            parts=tuple(parts),
+            created_by=build.values or None,
+        )
+        body = manifest.to_json_bytes()
+        signer = None
+        if source.signing_private_key:
+            body, signer = crypto.clearsign(
+                body, source.signing_private_key, source.signing_private_key_passphrase
+            )
+        try:
+            self.store.put_bytes(commit_key(source, version), body, only_if_absent=existing is None)
+        except StoreError as e:
+            if "already exists" in str(e):
+                raise BundleError(
+                    f"version {version} was committed by someone else while this put ran"
+                ) from None
+            raise
+        self.log(f"committed {source.name} {version}: {len(uploaded)} part(s) uploaded, {len(reused)} reused")
+        return PutResult(manifest, signer, tuple(uploaded), tuple(reused), unchanged=False)
+
+    def _same_content(self, plans: list[PartPlan], current: Trusted) -> bool:
+        parts = {p.name: p for p in current.manifest.parts}
+        if set(parts) != {p.name for p in plans}:
+            return False
+        return all(
+            parts[p.name].destination == p.destination and _same_files(p, parts[p.name]) for p in plans
+        )
+
+    def _reuse_candidates(self, keys: list[str], encryption: Encryption) -> list[Part]:
+        """Parts of recent committed versions sealed the same way (a passphrase cannot be compared)."""
+        if encryption.passphrase:
+            return []
+        committed = order(list_committed(self.source, self.store), "arrival")[-REUSE_LOOKBACK:]
+        out: list[Part] = []
+        for c in reversed(committed):
+            try:
+                trusted = read_commit(self.source, self.store, c.version, keys=keys)
+            except BundleError:
+                continue  # a commit object we cannot trust is never a source of payloads
+            out.extend(p for p in trusted.manifest.parts if p.encryption == encryption)
+        return out
+
+    def _reuse(self, plan: PartPlan, candidates: list[Part], encryption: Encryption) -> Part | None:
+        shape = _plan_shape(plan)
+        for cand in candidates:
+            if _part_shape(cand) != shape or not _same_files(plan, cand):
+                continue
+            info = self.store.head(cand.payload.key)
+            if info is None or info.size != cand.payload.size:
+                continue
+            return Part(plan.name, plan.destination, cand.payload, cand.encryption, cand.files)
+        return None
+
+    def _upload(self, plan: PartPlan, encryption: Encryption) -> Part:
+        source = self.source
+        estimate = plan.estimated_tar_size() + 64 * 1024
+        progress = Progress(f"part {plan.name}", plan.bytes)
+        tar = TarStream(plan.entries, on_bytes=progress.add)
+        writer = self.store.writer(blobs_prefix(source), estimate)
+
+        def sink(chunk: bytes) -> None:
+            try:
+                writer.write(chunk)
+            except BaseException as e:
+                tar.abort(e)
+                raise
+
+        try:
+            if encryption.encrypted:
+                crypto.encrypt_stream(
+                    tar,
+                    sink,
+                    recipients=source.recipient_public_keys,
+                    passphrase=source.encryption_passphrase,
+                    compression=source.compression,
+                )
+            else:
+                while chunk := tar.read(CHUNK):
+                    sink(chunk)
+            written = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        progress.finish()
+        self.log(
+            f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"
+        )
+        files = tuple(e.to_file_entry() for e in plan.entries)
+        return Part(
+            plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files
+        )

@@ -1,0 +1,671 @@
+"""The blobstore behind a small interface: an S3-compatible bucket, or a local folder in the same layout.
+
+Keeping the data path unaware of where bytes live lets ``pack``/``unpack`` work on removable media
+with the very code Concourse runs against S3, and lets unit tests use a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .errors import StoreError
+
+MiB = 1 << 20
+MIN_PART = 8 * MiB
+MAX_PART = 5 * 1024 * MiB
+MAX_PARTS = 10_000
+PART_HEADROOM = 9_000  # leave room under S3's 10,000-part limit for estimates that run short
+DEFAULT_MEMORY_BUDGET = 64 * MiB
+MAX_CONCURRENCY = 4
+COMMIT_MAX_BYTES = 64 * MiB
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def choose_part_size(estimated_bytes: int) -> int:
+    """Smallest whole-MiB part size that keeps ``estimated_bytes`` under ~9,000 parts (S3 allows 10,000)."""
+    need = -(-max(estimated_bytes, 1) // PART_HEADROOM)
+    size = max(MIN_PART, -(-need // MiB) * MiB)
+    return min(size, MAX_PART)
+
+
+def choose_concurrency(part_size: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Parts in flight that fit the memory budget (one more part is always being filled)."""
+    return max(1, min(MAX_CONCURRENCY, budget // part_size - 1))
+
+
+@dataclass(frozen=True)
+class Written:
+    key: str
+    size: int
+    sha256: str
+
+
+class Store(ABC):
+    """What the data path needs from a blobstore."""
+
+    description: str
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None: ...
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None: ...
+
+    @abstractmethod
+    def open_read(
+        self, key: str, size: int, on_bytes: Callable[[int], None] | None = None
+    ) -> io.RawIOBase: ...
+
+    @abstractmethod
+    def writer(
+        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
+    ) -> BlobWriter:
+        """A writer whose bytes become ``<blobs_prefix><sha256>`` once it is closed."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+
+class BlobWriter(ABC):
+    """Takes a stream of bytes, hashes it once, and stores it named by its SHA-256."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @abstractmethod
+    def write(self, chunk: bytes) -> None: ...
+
+    @abstractmethod
+    def close(self) -> Written: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------- folder
+
+
+class DirStore(Store):
+    """A local folder holding objects as files at their keys (removable media, tests)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.description = f"folder {self.root}"
+        os.makedirs(self.root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StoreError(f"unsafe key {key!r}")
+        return os.path.join(self.root, key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                full = os.path.join(dirpath, f)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if key.startswith(prefix) and not f.startswith(".tmp-"):
+                    st = os.stat(full)
+                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > limit:
+            raise StoreError(f"{key} is larger than {limit} bytes")
+        return data
+
+    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if only_if_absent:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise StoreError(f"{key} already exists") from None
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+
+    def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
+        try:
+            f = open(self._path(key), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise StoreError(f"{key} is missing from {self.description}") from None
+        return _CountingReader(f, on_bytes)
+
+    def writer(
+        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
+    ) -> BlobWriter:
+        return _DirWriter(self, blobs_prefix, on_bytes)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, raw: io.RawIOBase, on_bytes: Callable[[int], None] | None) -> None:
+        self._raw = raw
+        self._on_bytes = on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data and self._on_bytes:
+            self._on_bytes(len(data))
+        return data or b""
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DirWriter(BlobWriter):
+    def __init__(self, store: DirStore, blobs_prefix: str, on_bytes: Callable[[int], None] | None) -> None:
+        super().__init__()
+        self._store = store
+        self._prefix = blobs_prefix
+        folder = store._path(blobs_prefix.rstrip("/"))
+        os.makedirs(folder, exist_ok=True)
+        self._tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in close/abort
+        self._on_bytes = on_bytes
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._f.write(chunk)
+        self.size += len(chunk)
+        if self._on_bytes:
+            self._on_bytes(len(chunk))
+
+    def close(self) -> Written:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        digest = self._hash.hexdigest()
+        key = self._prefix + digest
+        os.replace(self._tmp, self._store._path(key))
+        return Written(key, self.size, digest)
+
+    def abort(self) -> None:
+        self._f.close()
+        with _suppress_missing():
+            os.unlink(self._tmp)
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return exc_type is FileNotFoundError
+
+
+# ---------------------------------------------------------------------------------------------- S3
+
+
+class _Uploader:
+    """Parallel multipart upload with a bounded number of parts in flight."""
+
+    def __init__(self, client: object, bucket: str, key: str, concurrency: int) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, object]] = []
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
+        self._slots = threading.Semaphore(concurrency)
+        self._futures: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)  # type: ignore[attr-defined]
+        self.upload_id = resp["UploadId"]
+
+    def submit(self, number: int, body: bytes, on_done: Callable[[int], None] | None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._slots.acquire()
+
+        def run() -> None:
+            try:
+                resp = self.client.upload_part(  # type: ignore[attr-defined]
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+                )
+                with self._lock:
+                    self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+                if on_done:
+                    on_done(len(body))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the producing thread
+                self._error = e
+            finally:
+                self._slots.release()
+
+        self._futures.append(self._pool.submit(run))
+
+    def finish(self) -> None:
+        for f in self._futures:
+            f.result()
+        self._pool.shutdown()
+        if self._error is not None:
+            raise self._error
+        parts = sorted(self.parts, key=lambda p: p["PartNumber"])  # type: ignore[arg-type,return-value]
+        self.client.complete_multipart_upload(  # type: ignore[attr-defined]
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+        )
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.upload_id:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - best effort; prune removes leftovers
+                pass
+
+
+def _s3_error(e: BaseException, what: str) -> StoreError:
+    """One line naming the operation and S3's error code; never the credentials."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        code = err.get("Code", "?")
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return StoreError(f"{what}: S3 answered {code} (HTTP {status})")
+    if isinstance(e, BotoCoreError):
+        return StoreError(f"{what}: {e.__class__.__name__}: {e}")
+    return StoreError(f"{what}: {e.__class__.__name__}: {e}")
+
+
+_CA_FILES: list[str] = []
+
+
+def _ca_file(extra_pem: str) -> str:
+    """The default CA store plus the source's ``ca_bundle``: private CAs add to, not replace, trust."""
+    import atexit
+    import tempfile
+
+    import certifi
+
+    with open(certifi.where()) as f:
+        default = f.read()
+    fd, path = tempfile.mkstemp(prefix="ob-ca-", suffix=".pem")
+    with os.fdopen(fd, "w") as f:
+        f.write(default + "\n" + extra_pem.strip() + "\n")
+    if not _CA_FILES:
+        atexit.register(lambda: [os.unlink(p) for p in _CA_FILES if os.path.exists(p)])
+    _CA_FILES.append(path)
+    return path
+
+
+def make_s3_client(source: object) -> object:
+    """A boto3 client for ``source`` (a config.Source): retries, path style, TLS options.
+
+    Request checksums are sent only when an operation requires them: several S3-compatible
+    stores reject the CRC headers recent boto3 adds by default (SPEC §7).
+    """
+    import boto3
+    from botocore.config import Config
+
+    s = source
+    endpoint = s.endpoint  # type: ignore[attr-defined]
+    if endpoint and "://" not in endpoint:
+        endpoint = ("http://" if s.disable_ssl else "https://") + endpoint  # type: ignore[attr-defined]
+    verify: bool | str | None = None
+    if s.skip_ssl_verification:  # type: ignore[attr-defined]
+        verify = False
+    elif s.ca_bundle:  # type: ignore[attr-defined]
+        verify = _ca_file(s.ca_bundle)  # type: ignore[attr-defined]
+    config = Config(
+        s3={"addressing_style": "path" if s.path_style else "auto"},  # type: ignore[attr-defined]
+        retries={"max_attempts": 12, "mode": "standard"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=MAX_CONCURRENCY * 2 + 2,
+        tcp_keepalive=True,
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=s.access_key_id,  # type: ignore[attr-defined]
+        aws_secret_access_key=s.secret_access_key,  # type: ignore[attr-defined]
+        aws_session_token=s.session_token,  # type: ignore[attr-defined]
+        region_name=s.region_name,  # type: ignore[attr-defined]
+    )
+    return session.client(
+        "s3", endpoint_url=endpoint, use_ssl=not s.disable_ssl, verify=verify, config=config
+    )  # type: ignore[attr-defined]
+
+
+class S3Store(Store):
+    def __init__(self, source: object, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.client = make_s3_client(source)
+        self.bucket: str = source.bucket  # type: ignore[attr-defined]
+        self.memory_budget = memory_budget
+        endpoint = source.endpoint or "AWS S3"  # type: ignore[attr-defined]
+        self.description = f"s3://{self.bucket} at {endpoint}"
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)  # type: ignore[attr-defined]
+            for page in pages:
+                for o in page.get("Contents", []):
+                    yield ObjectInfo(o["Key"], o["Size"], o["LastModified"])
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"listing {self.description}/{prefix}") from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise _s3_error(e, f"reading {key}") from None
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"reading {key}") from None
+        return ObjectInfo(key, r["ContentLength"], r["LastModified"])
+
+    def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
+            if r["ContentLength"] > limit:
+                raise StoreError(f"{key} is larger than {limit} bytes")
+            return r["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise _s3_error(e, f"reading {key}") from None
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"reading {key}") from None
+
+    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            if only_if_absent:
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")  # type: ignore[attr-defined]
+                    return
+                except ClientError as e:
+                    code = e.response.get("Error", {}).get("Code")
+                    if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                        raise StoreError(f"{key} already exists") from None
+                    if code not in ("NotImplemented", "InvalidArgument"):
+                        raise
+                if self.head(key) is not None:  # a store without conditional writes: best effort
+                    raise StoreError(f"{key} already exists")
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"writing {key}") from None
+
+    def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
+        return _ResumingReader(self, key, size, on_bytes)
+
+    def writer(
+        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
+    ) -> BlobWriter:
+        return _S3Writer(self, blobs_prefix, estimated_bytes, on_bytes)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"deleting {key}") from None
+
+    def copy(self, src: str, dst: str, size: int) -> None:
+        """Server-side copy; above 5 GiB, a multipart copy in parallel ranges."""
+        try:
+            if size <= MAX_PART:
+                self.client.copy_object(
+                    Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}
+                )  # type: ignore[attr-defined]
+                return
+            part = max(choose_part_size(size), 512 * MiB)
+            up = _Uploader(self.client, self.bucket, dst, MAX_CONCURRENCY)
+            up.start()
+            try:
+                futures = []
+                with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:
+                    for n, start in enumerate(range(0, size, part), 1):
+                        end = min(size, start + part) - 1
+                        futures.append(
+                            pool.submit(
+                                self.client.upload_part_copy,  # type: ignore[attr-defined]
+                                Bucket=self.bucket,
+                                Key=dst,
+                                UploadId=up.upload_id,
+                                PartNumber=n,
+                                CopySource={"Bucket": self.bucket, "Key": src},
+                                CopySourceRange=f"bytes={start}-{end}",
+                            )
+                        )
+                up.parts = [
+                    {"PartNumber": i + 1, "ETag": f.result()["CopyPartResult"]["ETag"]}
+                    for i, f in enumerate(futures)
+                ]
+                up.finish()
+            except BaseException:
+                up.abort()
+                raise
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"copying {src} to {dst}") from None
+
+
+class _ResumingReader(io.RawIOBase):
+    """A GET body that resumes with a ranged GET from where it stopped, up to a few times.
+
+    ``If-Match`` on the ETag makes sure a resumed read continues the same object.
+    """
+
+    RETRIES = 5
+
+    def __init__(self, store: S3Store, key: str, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        self._store = store
+        self._key = key
+        self._size = size
+        self._offset = 0
+        self._etag: str | None = None
+        self._body: object | None = None
+        self._on_bytes = on_bytes
+        self._failures = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        kwargs: dict[str, object] = {"Bucket": self._store.bucket, "Key": self._key}
+        if self._offset:
+            kwargs["Range"] = f"bytes={self._offset}-"
+        if self._etag:
+            kwargs["IfMatch"] = self._etag
+        try:
+            r = self._store.client.get_object(**kwargs)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"downloading {self._key}") from None
+        self._etag = r.get("ETag")
+        self._body = r["Body"]
+
+    def read(self, size: int = -1) -> bytes:
+        import time
+
+        if size is None or size < 0:
+            size = 1 << 62
+        if self._offset >= self._size and self._size > 0 and self._body is None:
+            return b""
+        while True:
+            try:
+                if self._body is None:
+                    self._open()
+                data = self._body.read(min(size, MiB))  # type: ignore[attr-defined]
+                break
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - connection reset, timeout: resume
+                self._failures += 1
+                self._body = None
+                if self._failures > self.RETRIES:
+                    raise _s3_error(e, f"downloading {self._key} at byte {self._offset}") from None
+                time.sleep(min(2**self._failures, 30))
+        if data:
+            self._offset += len(data)
+            if self._on_bytes:
+                self._on_bytes(len(data))
+        elif self._offset < self._size:
+            self._body = None  # early end: resume from the offset
+            self._failures += 1
+            if self._failures > self.RETRIES:
+                raise StoreError(
+                    f"downloading {self._key}: the object ended at byte {self._offset} of {self._size}"
+                )
+            return self.read(size)
+        return data
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _S3Writer(BlobWriter):
+    """Buffers one part at a time; small payloads go up in one PUT under their final name.
+
+    A larger payload's name is only known at its end, so it is uploaded under ``_incoming/`` and
+    copied server-side to ``_blobs/<sha256>`` (skipped when that object exists: content naming).
+    """
+
+    def __init__(
+        self, store: S3Store, blobs_prefix: str, estimated: int, on_bytes: Callable[[int], None] | None
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._blobs = blobs_prefix
+        self._incoming = blobs_prefix[: -len("_blobs/")] + "_incoming/" + uuid.uuid4().hex
+        self.part_size = choose_part_size(estimated)
+        self.concurrency = choose_concurrency(self.part_size, store.memory_budget)
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._number = 0
+        self._up: _Uploader | None = None
+        self._on_bytes = on_bytes
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        while self._buffered >= self.part_size:
+            self._flush(self.part_size)
+
+    def _flush(self, n: int) -> None:
+        data = b"".join(self._chunks)
+        body, rest = data[:n], data[n:]
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
+        if self._up is None:
+            self._up = _Uploader(self._store.client, self._store.bucket, self._incoming, self.concurrency)
+            try:
+                self._up.start()
+            except Exception as e:  # noqa: BLE001
+                raise _s3_error(e, f"starting the upload of {self._incoming}") from None
+        self._number += 1
+        if self._number > MAX_PARTS:
+            raise StoreError("payload outgrew 10,000 parts: the size estimate was far too low")
+        try:
+            self._up.submit(self._number, body, self._on_bytes)
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"uploading {self._incoming}") from None
+
+    def close(self) -> Written:
+        digest = self._hash.hexdigest()
+        final = self._blobs + digest
+        if self._up is None:  # it all fit in one part: one PUT, already under its name
+            data = b"".join(self._chunks)
+            self._chunks = []
+            if self._store.head(final) is None:
+                self._store.put_bytes(final, data)
+            if self._on_bytes:
+                self._on_bytes(len(data))
+            return Written(final, self.size, digest)
+        if self._buffered:
+            self._flush(self._buffered)
+        try:
+            self._up.finish()
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"completing the upload of {self._incoming}") from None
+        existing = self._store.head(final)
+        if existing is None or existing.size != self.size:
+            self._store.copy(self._incoming, final, self.size)
+        self._store.delete(self._incoming)
+        return Written(final, self.size, digest)
+
+    def abort(self) -> None:
+        self._chunks = []
+        if self._up is not None:
+            self._up.abort()
+            try:
+                self._store.delete(self._incoming)
+            except StoreError:
+                pass

@@ -1,0 +1,271 @@
+"""The get side: verify the commit object -> download -> check payload hash -> decrypt -> check files -> explode.
+
+Order of trust (SPEC §5): nothing is downloaded before the signature verifies; everything lands in
+a hidden staging folder inside the destination and is renamed into place only when every hash and
+the exact file set match the signed manifest. On any failure the staging folder is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import crypto
+from .archive import CHUNK, ExtractResult, extract_part
+from .commit import COMMIT_NAME, Trusted, read_commit
+from .config import InParams, Source
+from .errors import BundleError, ConfigError, VerificationError
+from .manifest import Manifest, Part
+from .pipe import ChunkPipe, PipeClosed
+from .progress import Progress
+from .store import Store
+
+Log = Callable[[str], None]
+STAGING_PREFIX = ".offline-bundle-staging-"
+FREE_SPACE_MARGIN = 64 << 20
+
+
+@dataclass(frozen=True)
+class GetResult:
+    trusted: Trusted
+    parts: tuple[str, ...]
+    files: int
+    bytes: int
+
+
+class HashingReader(io.RawIOBase):
+    """Counts and hashes the payload as it streams; ``stop()`` makes it end early (on a failure)."""
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        self._raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._stopped = False
+
+    def readable(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stopped:
+            return b""
+        data = self._raw.read(CHUNK if size is None or size < 0 else size)
+        if data:
+            self.hash.update(data)
+            self.size += len(data)
+        return data
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def sha256sums_line(digest: str, path: str) -> str:
+    """A ``sha256sum`` line; names with a backslash or newline are escaped as GNU coreutils does."""
+    if "\\" in path or "\n" in path or "\r" in path:
+        escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{digest}  {escaped}\n"
+    return f"{digest}  {path}\n"
+
+
+def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Part]:
+    if wanted is None:
+        return list(manifest.parts)
+    names = {p.name for p in manifest.parts}
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ConfigError(
+            f"params.parts names {', '.join(missing)}, not in {manifest.name} {manifest.version} "
+            f"(its parts: {', '.join(sorted(names))})"
+        )
+    return [p for p in manifest.parts if p.name in wanted]
+
+
+class Unpacker:
+    def __init__(self, source: Source, store: Store, log: Log) -> None:
+        self.source = source
+        self.store = store
+        self.log = log
+        self.keys = crypto.DecryptKeys(
+            secret_key=source.decryption_private_key,
+            secret_key_passphrase=source.decryption_private_key_passphrase,
+            passphrase=source.encryption_passphrase,
+        )
+
+    def _decryption_key_fingerprint(self) -> str | None:
+        if not self.source.decryption_private_key:
+            return None
+        with crypto.gpg_home() as gpg:
+            return crypto.import_secret_key(
+                gpg,
+                self.source.decryption_private_key,
+                self.source.decryption_private_key_passphrase,
+                "source.decryption_private_key",
+            ).fingerprint
+
+    def get(self, version: str, params: InParams, dest: str | None) -> GetResult:
+        """Explode into ``dest``; with ``dest`` None, verify everything and write nothing."""
+        trusted = read_commit(self.source, self.store, version)
+        manifest = trusted.manifest
+        signer = trusted.signer or "UNSIGNED"
+        self.log(
+            f"verified {manifest.name} {manifest.version}: signed by {signer}"
+            + (" (the key has expired since; accepted)" if trusted.signer_expired else "")
+        )
+        parts = select_parts(manifest, params.parts)
+        if dest is not None:
+            os.makedirs(dest, exist_ok=True)
+            self._check_destination(dest, parts)
+        if params.skip_download:
+            parts = []
+        staging = None
+        if dest is not None:
+            staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
+            os.mkdir(staging, 0o700)
+        try:
+            if parts:
+                self._check_space(dest or ".", parts)
+                use_key = self._use_key(parts)
+            files = 0
+            total = 0
+            for part in parts:
+                target = os.path.join(staging, part.name) if staging else None
+                result = self._fetch_part(part, target, use_key)
+                files += result[0]
+                total += result[1]
+            if staging is not None:
+                self._write_side_files(staging, trusted, parts)
+                self._move_into_place(staging, dest)  # type: ignore[arg-type]
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return GetResult(trusted, tuple(p.name for p in parts), files, total)
+
+    def _check_destination(self, dest: str, parts: list[Part]) -> None:
+        names = [p.name for p in parts] + ["SHA256SUMS", "manifest.json", COMMIT_NAME, "version"]
+        clash = [n for n in names if os.path.lexists(os.path.join(dest, n))]
+        if clash:
+            raise ConfigError(f"destination {dest} already holds {', '.join(clash)}; give an empty folder")
+
+    def _check_space(self, dest: str, parts: list[Part]) -> None:
+        need = sum(p.bytes for p in parts) + FREE_SPACE_MARGIN
+        free = shutil.disk_usage(dest).free
+        if need > free:
+            raise BundleError(
+                f"not enough free space in {dest}: the parts need {need} bytes, {free} are free"
+            )
+
+    def _use_key(self, parts: list[Part]) -> bool:
+        """Decrypt with the secret key when it is a recipient, else with the passphrase."""
+        encrypted = [p for p in parts if p.encryption.encrypted]
+        if not encrypted:
+            return False
+        fpr = self._decryption_key_fingerprint()
+        if fpr is not None and all(
+            fpr in p.encryption.recipients for p in encrypted if p.encryption.recipients
+        ):
+            return True
+        if self.source.encryption_passphrase is not None and all(p.encryption.passphrase for p in encrypted):
+            return False
+        if fpr is not None:
+            return True  # gpg names the mismatch precisely (NO_SECKEY)
+        raise ConfigError(
+            "the bundle is encrypted but neither decryption_private_key nor encryption_passphrase is configured"
+        )
+
+    def _fetch_part(self, part: Part, target: str | None, use_key: bool) -> tuple[int, int]:
+        progress = Progress(f"part {part.name}", part.payload.size)
+        raw = self.store.open_read(part.payload.key, part.payload.size, on_bytes=progress.add)
+        reader = HashingReader(raw)
+        try:
+            if part.encryption.encrypted:
+                result = self._decrypt_and_extract(part, reader, target, use_key)
+            else:
+                result = extract_part(io.BufferedReader(reader, CHUNK), part.files, target, part=part.name)
+            reader.drain()
+        except OSError as e:
+            raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
+        except tarfile.TarError as e:
+            raise VerificationError(
+                f"part {part.name}: the payload is not a valid tar archive ({e})"
+            ) from None
+        finally:
+            raw.close()
+        if reader.size != part.payload.size or reader.hash.hexdigest() != part.payload.sha256:
+            raise VerificationError(
+                f"part {part.name}: payload {part.payload.key} does not match the signed manifest "
+                f"({reader.size} bytes, expected {part.payload.size}; SHA-256 differs)"
+                if reader.size != part.payload.size
+                else f"part {part.name}: payload {part.payload.key} SHA-256 differs from the signed manifest"
+            )
+        progress.finish()
+        self.log(f"part {part.name}: payload SHA-256 verified, {result.files} files checked")
+        return result.files, result.bytes
+
+    def _decrypt_and_extract(
+        self, part: Part, reader: HashingReader, target: str | None, use_key: bool
+    ) -> ExtractResult:
+        pipe = ChunkPipe()
+        failure: list[BaseException] = []
+
+        def decrypt() -> None:
+            try:
+                crypto.decrypt_stream(reader, pipe.write_chunk, self.keys, use_key=use_key)
+            except BaseException as e:  # noqa: BLE001 - handed to the extracting thread
+                failure.append(e)
+            finally:
+                pipe.close_writer()
+
+        worker = threading.Thread(target=decrypt, name=f"decrypt-{part.name}", daemon=True)
+        worker.start()
+        try:
+            result = extract_part(pipe, part.files, target, part=part.name)
+            pipe.read()  # gpg's last bytes (tar padding) so it can finish and report integrity
+        except BaseException:
+            pipe.abort()
+            reader.stop()
+            worker.join()
+            # A decryption failure (wrong key, broken integrity) explains an unreadable tar better.
+            if failure and not isinstance(failure[0], PipeClosed):
+                raise failure[0] from None
+            raise
+        worker.join()
+        if failure:
+            raise failure[0]
+        return result
+
+    def _write_side_files(self, staging: str, trusted: Trusted, parts: list[Part]) -> None:
+        lines = [
+            sha256sums_line(f.sha256 or "", f"{p.name}/{f.path}")
+            for p in sorted(parts, key=lambda p: p.name)
+            for f in p.files
+            if f.type == "file"
+        ]
+        with open(os.path.join(staging, "SHA256SUMS"), "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+        with open(os.path.join(staging, "manifest.json"), "wb") as f:
+            f.write(trusted.manifest_bytes)
+        with open(os.path.join(staging, COMMIT_NAME), "wb") as f:
+            f.write(trusted.commit_bytes)
+        with open(os.path.join(staging, "version"), "w", encoding="utf-8") as f:
+            f.write(trusted.manifest.version)
+
+    def _move_into_place(self, staging: str, dest: str) -> None:
+        for name in sorted(os.listdir(staging)):
+            os.rename(os.path.join(staging, name), os.path.join(dest, name))
+        os.rmdir(staging)
