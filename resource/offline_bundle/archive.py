@@ -292,9 +292,7 @@ def extract_part(
                 raise VerificationError(f"part {part}: {e}") from None
             entry = want.get(name)
             if entry is None:
-                raise VerificationError(
-                    f"part {part}: {name!r} is in the archive but not in the signed manifest"
-                )
+                raise VerificationError(f"part {part}: {name!r} is in the archive but not in the signed manifest")
             if name in seen:
                 raise VerificationError(f"part {part}: {name!r} appears twice in the archive")
             seen.add(name)
@@ -355,7 +353,8 @@ def extract_part(
     missing = sorted(set(want) - seen)
     if missing:
         raise VerificationError(
-            f"part {part}: {len(missing)} file(s) of the signed manifest are missing from the archive, e.g. {missing[0]!r}"
+            f"part {part}: {len(missing)} file(s) of the signed manifest are missing from the archive, "
+            f"e.g. {missing[0]!r}"
         )
     if dest is not None:
         for d in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):

@@ -119,9 +119,7 @@ def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
         if name in seen:
             raise ConfigError(f"--part {name} is given twice")
         seen.add(name)
-        parts.append(
-            PartSpec(name, path, check_destination(dest or name + "/", f"--part {name} destination"))
-        )
+        parts.append(PartSpec(name, path, check_destination(dest or name + "/", f"--part {name} destination")))
     if args.version:
         check_name(args.version, "--version")
     params = OutParams(parts=tuple(parts), version=args.version, overwrite=args.overwrite)
@@ -159,9 +157,7 @@ def cmd_verify(args: argparse.Namespace, log: Callable[[str], None], redact: Red
 def cmd_unpack(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
     result = _get(args, log, redact, args.dest)
     m = result.trusted.manifest
-    print(
-        f"{m.name} {m.version} -> {args.dest}: {', '.join(result.parts) or 'no parts'} ({result.files} files)"
-    )
+    print(f"{m.name} {m.version} -> {args.dest}: {', '.join(result.parts) or 'no parts'} ({result.files} files)")
     return 0
 
 
@@ -177,21 +173,17 @@ def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
     m = trusted.manifest
     print(f"bundle   {m.name}")
     print(f"version  {m.version}")
-    print(
-        f"created  {m.created_at} by {BuildInfo(m.created_by or {}).describe()} with {m.tool.get('name')} {m.tool.get('version')}"
-    )
-    print(
-        f"signer   {trusted.signer or 'UNSIGNED'}{' (key expired since)' if trusted.signer_expired else ''}"
-    )
+    creator = BuildInfo(m.created_by or {}).describe()
+    print(f"created  {m.created_at} by {creator} with {m.tool.get('name')} {m.tool.get('version')}")
+    print(f"signer   {trusted.signer or 'UNSIGNED'}{' (key expired since)' if trusted.signer_expired else ''}")
     for p in m.parts:
         enc = p.encryption
         how = (
             ", ".join([*(f"key {r}" for r in enc.recipients), *(["passphrase"] if enc.passphrase else [])])
             or "not encrypted"
         )
-        print(
-            f"part {p.name} -> {p.destination}  ({human(p.bytes)} in {sum(1 for f in p.files if f.type == 'file')} files; {how})"
-        )
+        count = sum(1 for f in p.files if f.type == "file")
+        print(f"part {p.name} -> {p.destination}  ({human(p.bytes)} in {count} files; {how})")
         print(f"  payload {p.payload.key} {p.payload.size} bytes sha256 {p.payload.sha256}")
         if args.files:
             for f in p.files:
@@ -258,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_read(sp: argparse.ArgumentParser) -> None:
         with_config(sp)
-        sp.add_argument(
-            "--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout"
-        )
+        sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
         sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
 
     sp = sub.add_parser("pack", help="pack local paths into a bundle (S3, or a local folder)")

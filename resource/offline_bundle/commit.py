@@ -66,9 +66,7 @@ def read_commit(source: Source, store: Store, version: str, *, keys: list[str] |
     key = commit_key(source, version)
     data = store.get_bytes(key)
     if data is None:
-        raise VerificationError(
-            f"version {version} of bundle {source.name} is not committed in {store.description}"
-        )
+        raise VerificationError(f"version {version} of bundle {source.name} is not committed in {store.description}")
     return trust_commit(source, data, version, keys=keys)
 
 

@@ -99,9 +99,7 @@ class KeyInfo:
 def _key_infos(gpg: gnupg.GPG, secret: bool = False) -> dict[str, KeyInfo]:
     keys = gpg.list_keys(secret)
     return {
-        k["fingerprint"]: KeyInfo(
-            k["fingerprint"], k.get("cap", ""), k.get("trust", ""), k.get("expires", "")
-        )
+        k["fingerprint"]: KeyInfo(k["fingerprint"], k.get("cap", ""), k.get("trust", ""), k.get("expires", ""))
         for k in keys
     }
 
@@ -128,9 +126,7 @@ def import_secret_key(gpg: gnupg.GPG, armored: str, passphrase: str | None, what
     result = gpg.import_keys(armored, passphrase=passphrase) if passphrase else gpg.import_keys(armored)
     secrets = _key_infos(gpg, secret=True)
     if not secrets:
-        raise CryptoError(
-            f"{what} could not be imported as an OpenPGP secret key ({_human_errors(result.stderr)})"
-        )
+        raise CryptoError(f"{what} could not be imported as an OpenPGP secret key ({_human_errors(result.stderr)})")
     if len(secrets) > 1:
         raise CryptoError(f"{what} holds {len(secrets)} secret keys; give exactly one")
     fpr = next(iter(secrets))
@@ -155,13 +151,9 @@ def _usable_recipients(gpg: gnupg.GPG, armored: tuple[str, ...]) -> list[KeyInfo
     for k in infos:
         if k.revoked or k.expired:
             state = "revoked" if k.revoked else "expired"
-            raise CryptoError(
-                f"source.recipient_public_keys: key {k.fingerprint} is {state}; it cannot receive data"
-            )
+            raise CryptoError(f"source.recipient_public_keys: key {k.fingerprint} is {state}; it cannot receive data")
         if "E" not in k.capabilities:
-            raise CryptoError(
-                f"source.recipient_public_keys: key {k.fingerprint} has no usable encryption subkey"
-            )
+            raise CryptoError(f"source.recipient_public_keys: key {k.fingerprint} has no usable encryption subkey")
     return infos
 
 
@@ -216,9 +208,7 @@ def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> 
     if not stripped.startswith(SIGNED_HEADER) or message.count(SIGNED_HEADER) != 1:
         raise VerificationError("commit object is not one OpenPGP clear-signed message")
     if not trusted:
-        raise VerificationError(
-            "the bundle is signed but no trusted_public_keys are configured to verify it against"
-        )
+        raise VerificationError("the bundle is signed but no trusted_public_keys are configured to verify it against")
     with gpg_home() as gpg:
         keys = import_public_keys(gpg, trusted, "source.trusted_public_keys")
         trusted_fprs = {k.fingerprint: k for k in keys}
@@ -227,9 +217,7 @@ def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> 
     words = [s.keyword for s in statuses]
     sig_words = [w for w in words if w in ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "EXPSIG")]
     if "BADSIG" in words:
-        raise VerificationError(
-            "the commit object's signature is BAD: the manifest was altered after signing"
-        )
+        raise VerificationError("the commit object's signature is BAD: the manifest was altered after signing")
     if "ERRSIG" in words or "NO_PUBKEY" in words:
         raise VerificationError("the commit object is signed by a key that is not among trusted_public_keys")
     if "REVKEYSIG" in words or "KEYREVOKED" in words:
@@ -290,9 +278,7 @@ def encrypt_stream(
         infos = _usable_recipients(gpg, recipients) if recipients else []
         fprs = sorted(k.fingerprint for k in infos)
         comp = (
-            ["--compress-algo", "none", "-z", "0"]
-            if compression == "none"
-            else ["--compress-algo", "zlib", "-z", "6"]
+            ["--compress-algo", "none", "-z", "0"] if compression == "none" else ["--compress-algo", "zlib", "-z", "6"]
         )
         args = [*COMMON_ARGS, *CIPHER_ARGS, *comp]
         gpg.on_data = _sink_callback(sink)
@@ -323,9 +309,7 @@ class DecryptKeys:
     passphrase: str | None = None
 
 
-def decrypt_stream(
-    src: io.RawIOBase, sink: Callable[[bytes], None], keys: DecryptKeys, *, use_key: bool
-) -> None:
+def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: DecryptKeys, *, use_key: bool) -> None:
     """Decrypt an OpenPGP message from ``src`` into ``sink``, requiring intact integrity protection.
 
     ``use_key`` picks the secret key (and its passphrase) over the symmetric passphrase: gpg takes
@@ -337,9 +321,7 @@ def decrypt_stream(
                 raise CryptoError(
                     "the bundle is encrypted to recipient keys but no decryption_private_key is configured"
                 )
-            import_secret_key(
-                gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key"
-            )
+            import_secret_key(gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key")
             passphrase = keys.secret_key_passphrase
         else:
             if keys.passphrase is None:
@@ -396,9 +378,7 @@ def generate_key(role: str, uid: str, passphrase: str | None, expire: str = "0")
         def run(*args: str) -> str:
             p = subprocess.run([*base, *args], input=(pp + "\n").encode(), capture_output=True, check=False)
             if p.returncode != 0:
-                raise CryptoError(
-                    f"gpg key generation failed: {_human_errors(p.stderr.decode('utf-8', 'replace'))}"
-                )
+                raise CryptoError(f"gpg key generation failed: {_human_errors(p.stderr.decode('utf-8', 'replace'))}")
             return p.stderr.decode("utf-8", "replace")
 
         out = run("--quick-gen-key", uid, "ed25519", "sign", expire)

@@ -44,9 +44,7 @@ def resolve_version(params: OutParams, build_dir: str) -> str:
             with open(path, encoding="utf-8") as f:
                 text = f.read().strip()
         except OSError as e:
-            raise ConfigError(
-                f"params.version_file {params.version_file!r} cannot be read: {e.strerror}"
-            ) from None
+            raise ConfigError(f"params.version_file {params.version_file!r} cannot be read: {e.strerror}") from None
         return check_name(text, f"the version in {params.version_file}")
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -92,11 +90,7 @@ class Packer:
                 "set allow_unencrypted: true to make signed, unencrypted bundles"
             )
         plans = [plan_part(build_dir, p.name, p.path, p.destination) for p in params.parts]
-        recipients = (
-            crypto.recipient_fingerprints(source.recipient_public_keys)
-            if source.recipient_public_keys
-            else []
-        )
+        recipients = crypto.recipient_fingerprints(source.recipient_public_keys) if source.recipient_public_keys else []
         encryption = Encryption(
             recipients=tuple(recipients),
             passphrase=source.encryption_passphrase is not None,
@@ -104,9 +98,7 @@ class Packer:
         )
         keys = trusted_keys(source)  # also proves the signing key imports before anything moves
         if not source.signing_private_key:
-            self.log(
-                "warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default"
-            )
+            self.log("warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default")
 
         existing = self.store.get_bytes(commit_key(source, version))
         if existing is not None:
@@ -137,9 +129,7 @@ class Packer:
             part = self._reuse(plan, candidates, encryption)
             if part is not None:
                 reused.append(plan.name)
-                self.log(
-                    f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})"
-                )
+                self.log(f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})")
             else:
                 part = self._upload(plan, encryption)
                 uploaded.append(plan.name)
@@ -155,16 +145,12 @@ class Packer:
         body = manifest.to_json_bytes()
         signer = None
         if source.signing_private_key:
-            body, signer = crypto.clearsign(
-                body, source.signing_private_key, source.signing_private_key_passphrase
-            )
+            body, signer = crypto.clearsign(body, source.signing_private_key, source.signing_private_key_passphrase)
         try:
             self.store.put_bytes(commit_key(source, version), body, only_if_absent=existing is None)
         except StoreError as e:
             if "already exists" in str(e):
-                raise BundleError(
-                    f"version {version} was committed by someone else while this put ran"
-                ) from None
+                raise BundleError(f"version {version} was committed by someone else while this put ran") from None
             raise
         self.log(f"committed {source.name} {version}: {len(uploaded)} part(s) uploaded, {len(reused)} reused")
         return PutResult(manifest, signer, tuple(uploaded), tuple(reused), unchanged=False)
@@ -173,9 +159,7 @@ class Packer:
         parts = {p.name: p for p in current.manifest.parts}
         if set(parts) != {p.name for p in plans}:
             return False
-        return all(
-            parts[p.name].destination == p.destination and _same_files(p, parts[p.name]) for p in plans
-        )
+        return all(parts[p.name].destination == p.destination and _same_files(p, parts[p.name]) for p in plans)
 
     def _reuse_candidates(self, keys: list[str], encryption: Encryption) -> list[Part]:
         """Parts of recent committed versions sealed the same way (a passphrase cannot be compared)."""
@@ -237,6 +221,4 @@ class Packer:
             f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"
         )
         files = tuple(e.to_file_entry() for e in plan.entries)
-        return Part(
-            plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files
-        )
+        return Part(plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files)

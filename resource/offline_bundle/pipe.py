@@ -6,6 +6,7 @@ with a small queue, so memory stays bounded and either side can stop the other o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 
@@ -43,10 +44,8 @@ class ChunkPipe(io.RawIOBase):
         self._put(chunk)
 
     def close_writer(self) -> None:
-        try:
+        with contextlib.suppress(PipeClosed):
             self._put(None)
-        except PipeClosed:
-            pass
 
     def abort(self) -> None:
         """Reader side: stop taking data; the writer's next write raises."""

@@ -24,9 +24,7 @@ def human(n: float) -> str:
 
 
 class Progress:
-    def __init__(
-        self, label: str, total: int, *, stream: TextIO | None = None, interval: float = 2.0
-    ) -> None:
+    def __init__(self, label: str, total: int, *, stream: TextIO | None = None, interval: float = 2.0) -> None:
         self.label = label
         self.total = total
         self.done = 0

@@ -134,9 +134,7 @@ def protected_stdout() -> Iterator[TextIO]:
         real.close()
 
 
-def run_protocol(
-    handler: Callable[[dict[str, Any], list[str], Callable[[str], None]], Any], argv: list[str]
-) -> int:
+def run_protocol(handler: Callable[[dict[str, Any], list[str], Callable[[str], None]], Any], argv: list[str]) -> int:
     """Read the request, run ``handler`` with stdout protected, print its answer as JSON."""
     redact = Redactor()
 
@@ -160,9 +158,7 @@ def run_protocol(
                 import traceback
 
                 log(traceback.format_exc())
-            log(
-                f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details"
-            )
+            log(f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details")
             return EXIT_INTERNAL
         json.dump(answer, out)
         out.write("\n")

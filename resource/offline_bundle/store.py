@@ -6,6 +6,7 @@ with the very code Concourse runs against S3, and lets unit tests use a folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -73,9 +74,7 @@ class Store(ABC):
     def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None: ...
 
     @abstractmethod
-    def open_read(
-        self, key: str, size: int, on_bytes: Callable[[int], None] | None = None
-    ) -> io.RawIOBase: ...
+    def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase: ...
 
     @abstractmethod
     def writer(
@@ -178,10 +177,8 @@ class DirStore(Store):
         return _DirWriter(self, blobs_prefix, on_bytes)
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
-        except FileNotFoundError:
-            pass
 
 
 class _CountingReader(io.RawIOBase):
@@ -237,16 +234,8 @@ class _DirWriter(BlobWriter):
 
     def abort(self) -> None:
         self._f.close()
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return exc_type is FileNotFoundError
 
 
 # ---------------------------------------------------------------------------------------------- S3
@@ -306,10 +295,11 @@ class _Uploader:
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self.upload_id:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - best effort; prune removes leftovers
-                pass
+            # Best effort: prune and the bucket lifecycle rule remove what is left.
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(  # type: ignore[attr-defined]
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                )
 
 
 def _s3_error(e: BaseException, what: str) -> StoreError:
@@ -381,9 +371,7 @@ def make_s3_client(source: object) -> object:
         aws_session_token=s.session_token,  # type: ignore[attr-defined]
         region_name=s.region_name,  # type: ignore[attr-defined]
     )
-    return session.client(
-        "s3", endpoint_url=endpoint, use_ssl=not s.disable_ssl, verify=verify, config=config
-    )  # type: ignore[attr-defined]
+    return session.client("s3", endpoint_url=endpoint, use_ssl=not s.disable_ssl, verify=verify, config=config)  # type: ignore[attr-defined]
 
 
 class S3Store(Store):
@@ -473,9 +461,7 @@ class S3Store(Store):
         """Server-side copy; above 5 GiB, a multipart copy in parallel ranges."""
         try:
             if size <= MAX_PART:
-                self.client.copy_object(
-                    Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}
-                )  # type: ignore[attr-defined]
+                self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})  # type: ignore[attr-defined]
                 return
             part = max(choose_part_size(size), 512 * MiB)
             up = _Uploader(self.client, self.bucket, dst, MAX_CONCURRENCY)
@@ -497,8 +483,7 @@ class S3Store(Store):
                             )
                         )
                 up.parts = [
-                    {"PartNumber": i + 1, "ETag": f.result()["CopyPartResult"]["ETag"]}
-                    for i, f in enumerate(futures)
+                    {"PartNumber": i + 1, "ETag": f.result()["CopyPartResult"]["ETag"]} for i, f in enumerate(futures)
                 ]
                 up.finish()
             except BaseException:
@@ -573,9 +558,7 @@ class _ResumingReader(io.RawIOBase):
             self._body = None  # early end: resume from the offset
             self._failures += 1
             if self._failures > self.RETRIES:
-                raise StoreError(
-                    f"downloading {self._key}: the object ended at byte {self._offset} of {self._size}"
-                )
+                raise StoreError(f"downloading {self._key}: the object ended at byte {self._offset} of {self._size}")
             return self.read(size)
         return data
 
@@ -665,7 +648,5 @@ class _S3Writer(BlobWriter):
         self._chunks = []
         if self._up is not None:
             self._up.abort()
-            try:
+            with contextlib.suppress(StoreError):
                 self._store.delete(self._incoming)
-            except StoreError:
-                pass

@@ -166,9 +166,7 @@ class Unpacker:
         need = sum(p.bytes for p in parts) + FREE_SPACE_MARGIN
         free = shutil.disk_usage(dest).free
         if need > free:
-            raise BundleError(
-                f"not enough free space in {dest}: the parts need {need} bytes, {free} are free"
-            )
+            raise BundleError(f"not enough free space in {dest}: the parts need {need} bytes, {free} are free")
 
     def _use_key(self, parts: list[Part]) -> bool:
         """Decrypt with the secret key when it is a recipient, else with the passphrase."""
@@ -176,9 +174,7 @@ class Unpacker:
         if not encrypted:
             return False
         fpr = self._decryption_key_fingerprint()
-        if fpr is not None and all(
-            fpr in p.encryption.recipients for p in encrypted if p.encryption.recipients
-        ):
+        if fpr is not None and all(fpr in p.encryption.recipients for p in encrypted if p.encryption.recipients):
             return True
         if self.source.encryption_passphrase is not None and all(p.encryption.passphrase for p in encrypted):
             return False
@@ -201,9 +197,7 @@ class Unpacker:
         except OSError as e:
             raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
         except tarfile.TarError as e:
-            raise VerificationError(
-                f"part {part.name}: the payload is not a valid tar archive ({e})"
-            ) from None
+            raise VerificationError(f"part {part.name}: the payload is not a valid tar archive ({e})") from None
         finally:
             raw.close()
         if reader.size != part.payload.size or reader.hash.hexdigest() != part.payload.sha256:

@@ -54,9 +54,7 @@ def semver_key(version: str) -> SemverKey | None:
     return (numbers, 0, idents)
 
 
-def order(
-    versions: list[Committed], how: Literal["auto", "semver", "arrival"] | str = "auto"
-) -> list[Committed]:
+def order(versions: list[Committed], how: Literal["auto", "semver", "arrival"] | str = "auto") -> list[Committed]:
     """Oldest first, as Concourse wants ``check`` output."""
     by_arrival = sorted(versions, key=lambda c: (c.arrived, c.version))
     if how == "arrival":

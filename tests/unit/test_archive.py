@@ -1,0 +1,182 @@
+"""Packing plans, the pulled tar stream and the extractor's checks, on local folders."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from offline_bundle.archive import TarStream, extract_part, plan_part
+from offline_bundle.errors import ConfigError, VerificationError
+from offline_bundle.manifest import FileEntry, symlink_stays_inside
+
+
+def make_tree(root: Path) -> Path:
+    prod = root / "prod"
+    (prod / "sub" / "deep").mkdir(parents=True)
+    (prod / "empty").mkdir()
+    (prod / "a.sh").write_text("#!/bin/sh\necho hi\n")
+    (prod / "a.sh").chmod(0o755)
+    (prod / ".hidden").write_bytes(b"")
+    (prod / "sub" / "naïve file.txt").write_text("x")
+    (prod / "sub" / "deep" / "blob").write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    os.symlink("../a.sh", prod / "sub" / "link")
+    os.link(prod / "a.sh", prod / "hard")
+    return prod
+
+
+def pack(root: Path, pattern: str = "prod") -> tuple[bytes, list[FileEntry]]:
+    plan = plan_part(root, "p", pattern, "p/")
+    stream = TarStream(plan.entries)
+    data = b""
+    while chunk := stream.read(1 << 16):
+        data += chunk
+    return data, [e.to_file_entry() for e in plan.entries]
+
+
+def test_round_trip_keeps_bytes_modes_links_and_empties(tmp_path: Path) -> None:
+    prod = make_tree(tmp_path)
+    data, files = pack(tmp_path)
+    assert len(data) % tarfile.RECORDSIZE == 0
+    paths = [f.path for f in files]
+    assert paths == sorted(paths)
+    assert {"empty", ".hidden", "sub/link", "hard", "sub/naïve file.txt"} <= set(paths)
+    dest = tmp_path / "out"
+    res = extract_part(io.BytesIO(data), tuple(files), str(dest), part="p")
+    assert res.files == 5
+    for f in files:
+        src, out = prod / f.path, dest / f.path
+        if f.type == "file":
+            assert out.read_bytes() == src.read_bytes()
+            assert out.stat().st_mode & 0o7777 == src.stat().st_mode & 0o7777
+            assert int(out.stat().st_mtime) == int(src.stat().st_mtime)
+        elif f.type == "symlink":
+            assert os.readlink(out) == "../a.sh"
+        else:
+            assert out.is_dir()
+    assert not (dest / "hard").is_symlink() and (dest / "hard").stat().st_nlink == 1  # a copy, not a link
+    # The stream is a tar that GNU tar-compatible readers accept as well.
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        assert sorted(m.name for m in tf.getmembers()) == paths
+
+
+def test_glob_of_files_and_collisions(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.tgz").write_text("1")
+    (tmp_path / "b" / "x.tgz").write_text("2")
+    (tmp_path / "a" / "y.tgz").write_text("3")
+    plan = plan_part(tmp_path, "p", "a/*.tgz", "p/")
+    assert [e.path for e in plan.entries] == ["x.tgz", "y.tgz"]
+    with pytest.raises(ConfigError, match="land on 'x.tgz'"):
+        plan_part(tmp_path, "p", "*/x.tgz", "p/")
+    with pytest.raises(ConfigError, match="matches nothing"):
+        plan_part(tmp_path, "p", "nothing-*", "p/")
+    with pytest.raises(ConfigError, match="without '..'"):
+        plan_part(tmp_path / "a", "p", "../b", "p/")
+
+
+def test_refuses_links_out_of_the_part_and_special_files(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    os.symlink("/etc/passwd", tmp_path / "p" / "abs")
+    with pytest.raises(ConfigError, match="points outside"):
+        plan_part(tmp_path, "p", "p", "p/")
+    os.unlink(tmp_path / "p" / "abs")
+    os.symlink("../../x", tmp_path / "p" / "up")
+    with pytest.raises(ConfigError, match="points outside"):
+        plan_part(tmp_path, "p", "p", "p/")
+    os.unlink(tmp_path / "p" / "up")
+    os.mkfifo(tmp_path / "p" / "fifo")
+    with pytest.raises(ConfigError, match="neither a file"):
+        plan_part(tmp_path, "p", "p", "p/")
+
+
+def test_refuses_non_utf8_names(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "p"), b"bad\xff"), "wb"):
+        pass
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        plan_part(tmp_path, "p", "p", "p/")
+
+
+def test_symlink_rule() -> None:
+    assert symlink_stays_inside("a/b/link", "../x")
+    assert symlink_stays_inside("link", "sub/../x")
+    assert not symlink_stays_inside("link", "../x")
+    assert not symlink_stays_inside("a/link", "../../x")
+    assert not symlink_stays_inside("link", "/abs")
+    assert not symlink_stays_inside("link", "")
+
+
+# ------------------------------------------------------------------------------- hand-made archives
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for ti, data in members:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def reg(name: str, data: bytes, mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    ti.mode = mode
+    return ti, data
+
+
+def entry(name: str, data: bytes, mode: int = 0o644) -> FileEntry:
+    import hashlib
+
+    return FileEntry(name, "file", mode, 0, len(data), hashlib.sha256(data).hexdigest())
+
+
+def special(name: str, kind: bytes, link: str = "") -> tuple[tarfile.TarInfo, None]:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.linkname = link
+    return ti, None
+
+
+@pytest.mark.parametrize(
+    ("members", "expected", "words"),
+    [
+        ([reg("/etc/x", b"1")], [entry("etc/x", b"1")], "unsafe path"),
+        ([reg("../x", b"1")], [entry("x", b"1")], "unsafe path"),
+        ([reg("a/../../x", b"1")], [entry("x", b"1")], "unsafe path"),
+        ([reg("x", b"1"), reg("extra", b"2")], [entry("x", b"1")], "not in the signed manifest"),
+        ([reg("x", b"1"), reg("x", b"1")], [entry("x", b"1")], "appears twice"),
+        ([reg("x", b"12")], [entry("x", b"1")], "2 bytes in the archive, 1 in the manifest"),
+        ([reg("x", b"2")], [entry("x", b"1")], "SHA-256 of 'x' differs"),
+        ([reg("x", b"1")], [entry("x", b"1"), entry("y", b"2")], "missing from the archive"),
+        ([special("x", tarfile.LNKTYPE, "/etc/passwd")], [entry("x", b"")], "is a hardlink in the archive"),
+        ([special("x", tarfile.FIFOTYPE)], [entry("x", b"")], "is a special in the archive"),
+        ([special("x", tarfile.CHRTYPE)], [entry("x", b"")], "is a special in the archive"),
+        ([special("x", tarfile.SYMTYPE, "../../etc")], [entry("x", b"")], "is a symlink in the archive"),
+    ],
+)
+def test_extractor_refuses(tmp_path: Path, members: list, expected: list[FileEntry], words: str) -> None:
+    dest = tmp_path / "stage"
+    with pytest.raises(VerificationError, match=words):
+        extract_part(io.BytesIO(tar_of(*members)), tuple(expected), str(dest), part="p")
+
+
+def test_extractor_refuses_a_path_through_a_symlink(tmp_path: Path) -> None:
+    link = FileEntry("d", "symlink", 0o777, 0, target="real")
+    real = FileEntry("real", "dir", 0o755, 0)
+    inner = entry("d/x", b"1")
+    members = [special("real", tarfile.DIRTYPE), special("d", tarfile.SYMTYPE, "real"), reg("d/x", b"1")]
+    with pytest.raises(VerificationError, match="through a symlink"):
+        extract_part(io.BytesIO(tar_of(*members)), (real, link, inner), str(tmp_path / "s"), part="p")
+
+
+def test_check_only_mode_writes_nothing(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    data, files = pack(tmp_path)
+    before = set(os.listdir(tmp_path))
+    res = extract_part(io.BytesIO(data), tuple(files), None, part="p")
+    assert res.files == 5 and set(os.listdir(tmp_path)) == before

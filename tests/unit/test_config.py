@@ -1,0 +1,122 @@
+"""Source and params parsing: every mistake is one clear line naming the key, and no value."""
+
+from __future__ import annotations
+
+import pytest
+
+from offline_bundle.config import parse_in_params, parse_out_params, parse_source
+from offline_bundle.errors import ConfigError
+
+PUB = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEabc\n-----END PGP PUBLIC KEY BLOCK-----\n"
+SEC = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlFgEsecretmaterial\n-----END PGP PRIVATE KEY BLOCK-----\n"
+BASE = {"bucket": "online", "name": "demo"}
+
+
+def test_minimal_source_and_defaults() -> None:
+    s = parse_source(BASE)
+    assert (s.bucket, s.name, s.prefix, s.region_name, s.version_order, s.compression) == (
+        "online",
+        "demo",
+        "",
+        "us-east-1",
+        "auto",
+        "none",
+    )
+    assert s.path_style is False
+    assert parse_source({**BASE, "endpoint": "http://x:1"}).path_style is True
+    assert s.key("1.0", "manifest.json.asc") == "demo/1.0/manifest.json.asc"
+    assert parse_source({**BASE, "prefix": "transfers/"}).key("_blobs", "") == "transfers/demo/_blobs/"
+
+
+@pytest.mark.parametrize("missing", ["bucket", "name"])
+def test_missing_required_key(missing: str) -> None:
+    raw = dict(BASE)
+    del raw[missing]
+    with pytest.raises(ConfigError, match=f"source.{missing} is required"):
+        parse_source(raw)
+
+
+def test_unknown_key_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_source({**BASE, "trusted_public_key": [PUB]})
+    assert "unknown key trusted_public_key" in str(e.value)
+    assert "trusted_public_keys" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("allow_unsigned", "yes", "must be true or false"),
+        ("bucket", 7, "must be a string"),
+        ("name", "", "must not be empty"),
+        ("name", "a/b", "is not valid"),
+        ("name", "a..b", "is not valid"),
+        ("trusted_public_keys", 3, "must be a list"),
+        ("trusted_public_keys", ["not a key"], "not an ASCII-armoured OpenPGP public key"),
+        ("trusted_public_keys", [SEC], "holds a secret key"),
+        ("recipient_public_keys", [SEC], "holds a secret key"),
+        ("signing_private_key", PUB, "holds a public key"),
+        ("decryption_private_key", "garbage", "not an ASCII-armoured OpenPGP secret key"),
+        ("version_order", "alphabetical", "must be one of auto, semver, arrival"),
+        ("compression", "zstd", "must be one of none, zlib"),
+        ("ca_bundle", "not pem", "PEM"),
+    ],
+)
+def test_bad_values(key: str, value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_source({**BASE, key: value})
+
+
+def test_conflicts_and_secret_free_messages() -> None:
+    with pytest.raises(ConfigError, match="conflict"):
+        parse_source({**BASE, "ca_bundle": "-----BEGIN CERTIFICATE-----\nx", "skip_ssl_verification": True})
+    with pytest.raises(ConfigError) as e:
+        parse_source({**BASE, "secret_access_key": "S3CRET-VALUE-123"})
+    assert "S3CRET-VALUE-123" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_source({**BASE, "signing_private_key": SEC.replace("BEGIN PGP PRIVATE", "BEGIN PGP PUBLIC")})
+    assert "secretmaterial" not in str(e.value)
+
+
+def test_keys_given_as_one_string_are_split() -> None:
+    s = parse_source({**BASE, "trusted_public_keys": PUB + PUB.replace("abc", "def")})
+    assert len(s.trusted_public_keys) == 2
+
+
+def test_out_params() -> None:
+    p = parse_out_params({"parts": [{"name": "om", "path": "om/*"}, {"name": "tile", "path": "t", "destination": "x/y"}]})
+    assert [(x.name, x.path, x.destination) for x in p.parts] == [("om", "om/*", "om/"), ("tile", "t", "x/y/")]
+    assert (p.version, p.version_file, p.overwrite) == (None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({}, "params.parts is required"),
+        ({"parts": []}, "params.parts is required"),
+        ({"parts": [{"name": "a"}]}, r"parts\[0\].path is required"),
+        ({"parts": [{"name": "a", "path": "x", "dest": "y"}]}, "unknown key dest"),
+        ({"parts": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "used by two parts"),
+        ({"parts": [{"name": "SHA256SUMS", "path": "x"}]}, "reserved"),
+        ({"parts": [{"name": "version", "path": "x"}]}, "reserved"),
+        ({"parts": [{"name": "a", "path": "x", "destination": "../up"}]}, "without '..'"),
+        ({"parts": [{"name": "a", "path": "x"}], "version": "1/2"}, "is not valid"),
+        ({"parts": [{"name": "a", "path": "x"}], "version": "../1"}, "is not valid"),
+        ({"parts": [{"name": "a", "path": "x"}], "version": 1.5}, "must be a string"),
+        ({"parts": [{"name": "a", "path": "x"}], "version": "1", "version_file": "v"}, "conflict"),
+        ({"parts": [{"name": "a", "path": "x"}], "overwrite": "yes"}, "true or false"),
+    ],
+)
+def test_bad_out_params(params: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_out_params(params)
+
+
+def test_in_params() -> None:
+    assert parse_in_params(None).parts is None
+    p = parse_in_params({"parts": ["a", "b"], "skip_download": True})
+    assert (p.parts, p.skip_download) == (("a", "b"), True)
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_in_params({"part": ["a"]})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        parse_in_params({"parts": "a"})

@@ -1,0 +1,121 @@
+"""The manifest parser: a round trip is exact, anything malformed is a VerificationError."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from offline_bundle.errors import VerificationError
+from offline_bundle.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
+
+SHA = "ab" * 32
+BLOBS = "demo/_blobs/"
+
+
+def sample(**over: object) -> Manifest:
+    files = (
+        FileEntry("bin", "dir", 0o755, 1),
+        FileEntry("bin/run", "file", 0o755, 2, 3, SHA),
+        FileEntry("link", "symlink", 0o777, 3, target="bin/run"),
+    )
+    part = Part("tile", "tiles/", Payload(BLOBS + SHA, 99, SHA), Encryption(("F" * 40,), False, "none"), files)
+    fields = {"name": "demo", "version": "1.0.0", "created_at": "2026-11-25T00:00:00Z", "parts": (part,)}
+    fields.update(over)
+    return Manifest(**fields)  # type: ignore[arg-type]
+
+
+def test_round_trip_is_exact_and_one_line() -> None:
+    m = sample(created_by={"build_id": "7"})
+    data = m.to_json_bytes()
+    assert b"\n" not in data
+    assert parse_manifest(data, blobs_prefix=BLOBS) == m
+    assert parse_manifest(data).to_json_bytes() == data
+
+
+def mutate(path: list[object], value: object) -> bytes:
+    doc = json.loads(sample().to_json_bytes())
+    target = doc
+    for p in path[:-1]:
+        target = target[p]  # type: ignore[index]
+    target[path[-1]] = value  # type: ignore[index]
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        (["format_version"], 2, "format_version 2 is not supported"),
+        (["format_version"], "1", "not supported"),
+        (["name"], "../x", "naming rule"),
+        (["parts", 0, "payload", "size"], "99", "wrong type"),
+        (["parts", 0, "payload", "sha256"], "zz", "bad size or sha256"),
+        (["parts", 0, "payload", "key"], "other/_blobs/" + SHA, "outside this bundle"),
+        (["parts", 0, "payload", "key"], BLOBS + "cd" * 32, "does not name the payload"),
+        (["parts", 0, "destination"], "/abs/", "safe relative prefix"),
+        (["parts", 0, "name"], "manifest.json", "not a valid part name"),
+        (["parts", 0, "files", 1, "path"], "../x", "unsafe path"),
+        (["parts", 0, "files", 1, "path"], "/x", "unsafe path"),
+        (["parts", 0, "files", 1, "path"], "bin/./run", "unsafe path"),
+        (["parts", 0, "files", 1, "type"], "fifo", "is not one of"),
+        (["parts", 0, "files", 1, "mode"], "999", "not octal"),
+        (["parts", 0, "files", 1, "size"], -1, "bad size"),
+        (["parts", 0, "files", 2, "target"], "../../etc", "points outside"),
+        (["parts", 0, "files", 0, "type"], "file", "is missing"),
+        (["parts", 0, "files", 0, "path"], "other", "not listed as a dir"),
+    ],
+)
+def test_malformed_fields_are_refused(path: list[object], value: object, words: str) -> None:
+    with pytest.raises(VerificationError, match=words):
+        parse_manifest(mutate(path, value), blobs_prefix=BLOBS)
+
+
+def test_duplicate_paths_and_parts() -> None:
+    doc = json.loads(sample().to_json_bytes())
+    doc["parts"][0]["files"].append(doc["parts"][0]["files"][1])
+    with pytest.raises(VerificationError, match="twice"):
+        parse_manifest(json.dumps(doc).encode())
+    doc = json.loads(sample().to_json_bytes())
+    doc["parts"].append(doc["parts"][0])
+    with pytest.raises(VerificationError, match="share a name"):
+        parse_manifest(json.dumps(doc).encode())
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
+    try:
+        parse_manifest(data)
+    except VerificationError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_any_field_replaced_by_any_json_is_parsed_or_refused_cleanly(data: st.DataObject) -> None:
+    doc = json.loads(sample().to_json_bytes())
+    # Walk to a random container and replace one of its values.
+    node = doc
+    while True:
+        keys = list(node.keys()) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        k = data.draw(st.sampled_from(keys))
+        if isinstance(node[k], (dict, list)) and node[k] and data.draw(st.booleans()):
+            node = node[k]
+            continue
+        node[k] = data.draw(json_values)
+        break
+    try:
+        parse_manifest(json.dumps(doc).encode(), blobs_prefix=BLOBS)
+    except VerificationError:
+        pass
