@@ -84,7 +84,9 @@ def test_keys_given_as_one_string_are_split() -> None:
 
 
 def test_out_params() -> None:
-    p = parse_out_params({"parts": [{"name": "om", "path": "om/*"}, {"name": "tile", "path": "t", "destination": "x/y"}]})
+    p = parse_out_params(
+        {"parts": [{"name": "om", "path": "om/*"}, {"name": "tile", "path": "t", "destination": "x/y"}]}
+    )
     assert [(x.name, x.path, x.destination) for x in p.parts] == [("om", "om/*", "om/"), ("tile", "t", "x/y/")]
     assert (p.version, p.version_file, p.overwrite) == (None, None, False)
 
