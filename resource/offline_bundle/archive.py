@@ -55,6 +55,7 @@ class PartPlan:
     name: str
     destination: str
     entries: list[Entry] = field(default_factory=list)
+    hashes: dict[str, str] | None = None  # local files' SHA-256, computed only when a comparison needs them
 
     @property
     def bytes(self) -> int:

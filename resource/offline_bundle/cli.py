@@ -52,6 +52,12 @@ def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path} must hold a map of source keys")
         raw.update(loaded)
+    known = {ENV_PREFIX + k.upper() for k in SOURCE_KEYS} | {ENV_PREFIX + "DEBUG"}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown variable {', '.join(unknown)}; valid: {ENV_PREFIX}<KEY> for the keys {', '.join(SOURCE_KEYS)}"
+        )
     for key in SOURCE_KEYS:
         value = env.get(ENV_PREFIX + key.upper())
         if value is None:
@@ -218,6 +224,9 @@ def cmd_keygen(args: argparse.Namespace, log: Callable[[str], None], redact: Red
         redact.add([passphrase])
     if os.path.lexists(args.out):
         raise ConfigError(f"--out {args.out} exists; refusing to overwrite a key")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {args.out}: folder {folder} does not exist or is not writable")
     uid = args.uid or f"offline-bundle {args.role} key"
     key = crypto.generate_key(args.role, uid, passphrase, args.expire)
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -46,6 +46,24 @@ def parse_status(stderr: str) -> list[Status]:
     return out
 
 
+GPG_ERR_BAD_PASSPHRASE = 11
+GPG_ERR_NO_PIN = 177  # no passphrase given for a protected key
+
+
+def _error_codes(statuses: list[Status]) -> set[int]:
+    """gpg error codes (without their source bits) from ERROR and FAILURE status lines."""
+    codes = set()
+    for st in statuses:
+        if st.keyword in ("ERROR", "FAILURE") and st.args:
+            last = st.args[-1]
+            head = last.split("_", 1)[0]
+            if head.isdigit():
+                codes.add(int(head) & 0xFFFF)
+        if st.keyword == "BAD_PASSPHRASE":
+            codes.add(GPG_ERR_BAD_PASSPHRASE)
+    return codes
+
+
 def _human_errors(stderr: str) -> str:
     """gpg's own error words, for a message; status lines and key material left out."""
     lines = [
@@ -180,12 +198,12 @@ def clearsign(data: bytes, secret_armored: str, passphrase: str | None) -> tuple
         )
         statuses = parse_status(result.stderr)
         if not any(s.keyword == "SIG_CREATED" for s in statuses) or not result.data:
-            hint = (
-                " (is signing_private_key_passphrase right?)"
-                if any(s.keyword in ("BAD_PASSPHRASE", "MISSING_PASSPHRASE") for s in statuses)
-                else ""
-            )
-            raise CryptoError(f"signing the manifest failed{hint}: {_human_errors(result.stderr)}")
+            codes = _error_codes(statuses)
+            if GPG_ERR_BAD_PASSPHRASE in codes:
+                raise CryptoError("source.signing_private_key_passphrase is wrong for source.signing_private_key")
+            if GPG_ERR_NO_PIN in codes or (passphrase is None and "passphrase" in result.stderr.lower()):
+                raise CryptoError("source.signing_private_key is protected: set signing_private_key_passphrase")
+            raise CryptoError(f"signing failed: {_human_errors(result.stderr)}")
         return bytes(result.data), info.fingerprint
 
 
@@ -334,11 +352,16 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
         failure = getattr(result, "on_data_failure", None)
         if failure is not None:
             raise failure
-        words = [s.keyword for s in parse_status(result.stderr)]
-    if "NO_SECKEY" in words and "DECRYPTION_OKAY" not in words:
-        raise VerificationError("the payload is not encrypted to the configured decryption key (wrong key?)")
-    if "BAD_PASSPHRASE" in words or ("DECRYPTION_FAILED" in words and not use_key):
-        raise VerificationError("the payload could not be decrypted: wrong passphrase or damaged data")
+        statuses = parse_status(result.stderr)
+    words = [s.keyword for s in statuses]
+    codes = _error_codes(statuses)
+    if "DECRYPTION_OKAY" not in words:
+        if use_key and (GPG_ERR_BAD_PASSPHRASE in codes or GPG_ERR_NO_PIN in codes):
+            raise CryptoError("source.decryption_private_key_passphrase is wrong (or missing) for the decryption key")
+        if use_key and "NO_SECKEY" in words:
+            raise VerificationError("the payload is not encrypted to the configured decryption key (wrong key?)")
+        if not use_key and (GPG_ERR_BAD_PASSPHRASE in codes or "DECRYPTION_FAILED" in words):
+            raise VerificationError("the payload could not be decrypted with source.encryption_passphrase (wrong?)")
     if "BADMDC" in words or "DECRYPTION_FAILED" in words:
         raise VerificationError("the payload's integrity protection is broken: it was altered in transit")
     if "DECRYPTION_OKAY" not in words or "GOODMDC" not in words or result.returncode != 0:

@@ -68,11 +68,12 @@ def _part_shape(part: Part) -> tuple:
 
 
 def _same_files(plan: PartPlan, part: Part) -> bool:
-    """Same paths, types, modes and bytes; hashes the local files only when the cheap shape matches."""
+    """Same paths, types, modes and bytes; hashes the local files (once per plan) only when the shape matches."""
     if _plan_shape(plan) != _part_shape(part):
         return False
-    hashed = {e.path: e.sha256 for e in hash_entries(plan.entries)}
-    return all(f.type != "file" or hashed.get(f.path) == f.sha256 for f in part.files)
+    if plan.hashes is None:
+        plan.hashes = {e.path: e.sha256 for e in hash_entries(plan.entries) if e.sha256}
+    return all(f.type != "file" or plan.hashes.get(f.path) == f.sha256 for f in part.files)
 
 
 class Packer:
@@ -96,8 +97,13 @@ class Packer:
             passphrase=source.encryption_passphrase is not None,
             compression=source.compression,
         )
-        keys = trusted_keys(source)  # also proves the signing key imports before anything moves
-        if not source.signing_private_key:
+        keys = trusted_keys(source)
+        if source.signing_private_key:
+            # Prove the key and its passphrase sign before gigabytes move, not after.
+            crypto.clearsign(
+                b"offline-bundle signing probe", source.signing_private_key, source.signing_private_key_passphrase
+            )
+        else:
             self.log("warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default")
 
         existing = self.store.get_bytes(commit_key(source, version))

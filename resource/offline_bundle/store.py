@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .errors import StoreError
+from .errors import StoreError, VerificationError
 
 MiB = 1 << 20
 MIN_PART = 8 * MiB
@@ -45,8 +45,12 @@ def choose_part_size(estimated_bytes: int) -> int:
 
 
 def choose_concurrency(part_size: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """Parts in flight that fit the memory budget (one more part is always being filled)."""
-    return max(1, min(MAX_CONCURRENCY, budget // part_size - 1))
+    """Parts in flight that fit the memory budget.
+
+    Besides the parts in flight, one part is being filled and one may wait for a free slot, so the
+    payload buffers take at most ``(concurrency + 2) * part_size``; at least one part is in flight.
+    """
+    return max(1, min(MAX_CONCURRENCY, budget // part_size - 2))
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,12 @@ class DirStore(Store):
             f = open(self._path(key), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             raise StoreError(f"{key} is missing from {self.description}") from None
+        actual = os.fstat(f.fileno()).st_size
+        if actual != size:
+            f.close()
+            raise VerificationError(
+                f"{key} is {actual} bytes where the signed manifest says {size}: the payload was altered or replaced"
+            )
         return _CountingReader(f, on_bytes)
 
     def writer(
@@ -526,6 +536,12 @@ class _ResumingReader(io.RawIOBase):
             r = self._store.client.get_object(**kwargs)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"downloading {self._key}") from None
+        if not self._offset and r["ContentLength"] != self._size:
+            r["Body"].close()
+            raise VerificationError(
+                f"{self._key} is {r['ContentLength']} bytes where the signed manifest says {self._size}: "
+                "the payload was altered or replaced"
+            )
         self._etag = r.get("ETag")
         self._body = r["Body"]
 
@@ -542,7 +558,7 @@ class _ResumingReader(io.RawIOBase):
                     self._open()
                 data = self._body.read(min(size, MiB))  # type: ignore[attr-defined]
                 break
-            except StoreError:
+            except (StoreError, VerificationError):
                 raise
             except Exception as e:  # noqa: BLE001 - connection reset, timeout: resume
                 self._failures += 1
@@ -593,16 +609,19 @@ class _S3Writer(BlobWriter):
     def write(self, chunk: bytes) -> None:
         self._hash.update(chunk)
         self.size += len(chunk)
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        while self._buffered >= self.part_size:
-            self._flush(self.part_size)
+        while chunk:
+            # Split a chunk at the part boundary so that joining a part copies exactly one part.
+            room = self.part_size - self._buffered
+            head, chunk = (chunk, b"") if len(chunk) <= room else (chunk[:room], chunk[room:])
+            self._chunks.append(head)
+            self._buffered += len(head)
+            if self._buffered == self.part_size:
+                self._flush()
 
-    def _flush(self, n: int) -> None:
-        data = b"".join(self._chunks)
-        body, rest = data[:n], data[n:]
-        self._chunks = [rest] if rest else []
-        self._buffered = len(rest)
+    def _flush(self) -> None:
+        body = b"".join(self._chunks)
+        self._chunks = []
+        self._buffered = 0
         if self._up is None:
             self._up = _Uploader(self._store.client, self._store.bucket, self._incoming, self.concurrency)
             try:
@@ -631,7 +650,7 @@ class _S3Writer(BlobWriter):
                 self._on_bytes(len(data))
             return Written(final, self.size, digest)
         if self._buffered:
-            self._flush(self._buffered)
+            self._flush()
         try:
             self._up.finish()
         except StoreError:

@@ -30,6 +30,7 @@ from .store import Store
 Log = Callable[[str], None]
 STAGING_PREFIX = ".offline-bundle-staging-"
 FREE_SPACE_MARGIN = 64 << 20
+DIAGNOSIS_LIMIT = 256 << 20  # bytes read after a failure to tell an altered payload from other faults
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,16 @@ class HashingReader(io.RawIOBase):
         b[: len(data)] = data
         return len(data)
 
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
+    def drain(self, limit: int | None = None) -> bool:
+        """Read (and hash) the rest, at most ``limit`` bytes; True if the end was reached."""
+        self._stopped = False
+        read = 0
+        while limit is None or read <= limit:
+            data = self.read(CHUNK)
+            if not data:
+                return True
+            read += len(data)
+        return False
 
 
 def sha256sums_line(digest: str, path: str) -> str:
@@ -186,30 +194,55 @@ class Unpacker:
 
     def _fetch_part(self, part: Part, target: str | None, use_key: bool) -> tuple[int, int]:
         progress = Progress(f"part {part.name}", part.payload.size)
-        raw = self.store.open_read(part.payload.key, part.payload.size, on_bytes=progress.add)
+        try:
+            raw = self.store.open_read(part.payload.key, part.payload.size, on_bytes=progress.add)
+        except BundleError as e:
+            raise e.__class__(f"part {part.name}: {e}") from None
         reader = HashingReader(raw)
         try:
-            if part.encryption.encrypted:
-                result = self._decrypt_and_extract(part, reader, target, use_key)
-            else:
-                result = extract_part(io.BufferedReader(reader, CHUNK), part.files, target, part=part.name)
+            try:
+                if part.encryption.encrypted:
+                    result = self._decrypt_and_extract(part, reader, target, use_key)
+                else:
+                    result = extract_part(io.BufferedReader(reader, CHUNK), part.files, target, part=part.name)
+            except OSError as e:
+                raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
+            except tarfile.TarError as e:
+                raise VerificationError(f"part {part.name}: the payload is not a valid tar archive ({e})") from None
+            except BundleError as e:
+                # An altered payload is the likeliest cause of a failed decryption or a bad archive: when the
+                # rest is small enough to read, say so precisely instead of reporting the symptom.
+                if self._drained(reader) and not self._payload_matches(part, reader):
+                    raise self._payload_mismatch(part, reader) from None
+                message = str(e) if str(e).startswith(f"part {part.name}:") else f"part {part.name}: {e}"
+                raise e.__class__(message) from None
             reader.drain()
-        except OSError as e:
-            raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
-        except tarfile.TarError as e:
-            raise VerificationError(f"part {part.name}: the payload is not a valid tar archive ({e})") from None
         finally:
             raw.close()
-        if reader.size != part.payload.size or reader.hash.hexdigest() != part.payload.sha256:
-            raise VerificationError(
-                f"part {part.name}: payload {part.payload.key} does not match the signed manifest "
-                f"({reader.size} bytes, expected {part.payload.size}; SHA-256 differs)"
-                if reader.size != part.payload.size
-                else f"part {part.name}: payload {part.payload.key} SHA-256 differs from the signed manifest"
-            )
+        if not self._payload_matches(part, reader):
+            raise self._payload_mismatch(part, reader)
         progress.finish()
         self.log(f"part {part.name}: payload SHA-256 verified, {result.files} files checked")
         return result.files, result.bytes
+
+    @staticmethod
+    def _drained(reader: HashingReader) -> bool:
+        try:
+            return reader.drain(limit=DIAGNOSIS_LIMIT)
+        except BundleError:
+            return False
+
+    @staticmethod
+    def _payload_matches(part: Part, reader: HashingReader) -> bool:
+        return reader.size == part.payload.size and reader.hash.hexdigest() == part.payload.sha256
+
+    @staticmethod
+    def _payload_mismatch(part: Part, reader: HashingReader) -> VerificationError:
+        if reader.size != part.payload.size:
+            detail = f"{reader.size} bytes where the signed manifest says {part.payload.size}"
+        else:
+            detail = "its SHA-256 differs from the signed manifest"
+        return VerificationError(f"part {part.name}: payload {part.payload.key} was altered: {detail}")
 
     def _decrypt_and_extract(
         self, part: Part, reader: HashingReader, target: str | None, use_key: bool

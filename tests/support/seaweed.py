@@ -207,6 +207,8 @@ class SeaweedServer:
             # cleanup bugs would pass here and fail in production.
             "-s3.autoCreateBucket=false",
             "-s3.allowDeleteBucketNotEmpty=false",
+            # WebDAV's chunk cache defaults to a random folder in /tmp that outlives the server.
+            f"-webdav.cacheDir={self.data_dir / 'webdav-cache'}",
         ]
         argv += [f"-{key}={port}" for key, port in sorted(self.ports.items())]
         return argv

@@ -40,6 +40,10 @@ class Sides:
     def put(self, build_dir: Path, params: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return parse_stdout(self.out(build_dir, params, **kw))
 
+    @staticmethod
+    def parse(proc: subprocess.CompletedProcess[str]) -> Any:
+        return parse_stdout(proc)
+
     def check(self, version: str | None = None, source: dict[str, Any] | None = None) -> list[str]:
         req: dict[str, Any] = {"source": source or self.get_source}
         if version is not None:
