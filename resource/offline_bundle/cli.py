@@ -216,6 +216,23 @@ def cmd_list(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
     return 0
 
 
+def cmd_prune(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
+    from datetime import timedelta
+
+    from .prune import prune
+
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    store = store_for(source, args.from_dir)
+    result = prune(source, store, args.keep, log, grace=timedelta(hours=args.grace_hours), dry_run=args.dry_run)
+    what = "would delete" if args.dry_run else "deleted"
+    print(
+        f"kept {len(result.kept)} version(s); {what} {len(result.deleted_versions)} version(s), "
+        f"{len(result.deleted_payloads)} payload object(s); {result.aborted_uploads} incomplete upload(s)"
+    )
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
     passphrase = None
     if args.passphrase_file:
@@ -297,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
     sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("prune", help="delete old versions, unreferenced payloads and stale multipart uploads")
+    with_config(sp)
+    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
+    sp.add_argument("--keep", type=int, required=True, metavar="N", help="keep the newest N versions (version_order)")
+    sp.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24,
+        help="leave payloads and uploads younger than this alone: a running put may still need them (default 24)",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    sp.set_defaults(func=cmd_prune)
 
     sp = sub.add_parser("keygen", help="make a signing (connected side) or decryption (air-gapped side) key")
     sp.add_argument("--role", choices=("sign", "decrypt"), required=True)

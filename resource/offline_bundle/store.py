@@ -54,6 +54,15 @@ def choose_concurrency(part_size: int, budget: int = DEFAULT_MEMORY_BUDGET) -> i
 
 
 @dataclass(frozen=True)
+class Upload:
+    """An incomplete multipart upload (a leftover of a put that died)."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
 class Written:
     key: str
     size: int
@@ -88,6 +97,13 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def list_uploads(self, prefix: str) -> list[Upload]:
+        """Incomplete multipart uploads under ``prefix`` (none for stores without them)."""
+        return []
+
+    def abort_upload(self, key: str, upload_id: str) -> None:  # noqa: B027 - optional for stores without uploads
+        """Abort one incomplete upload."""
 
 
 class BlobWriter(ABC):
@@ -362,6 +378,14 @@ def make_s3_client(source: object) -> object:
         endpoint = ("http://" if s.disable_ssl else "https://") + endpoint  # type: ignore[attr-defined]
     verify: bool | str | None = None
     if s.skip_ssl_verification:  # type: ignore[attr-defined]
+        import sys
+        import warnings
+
+        import urllib3
+
+        # One warning of ours instead of urllib3's on every request.
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+        sys.stderr.write("warning: skip_ssl_verification is set: the S3 endpoint's certificate is NOT checked\n")
         verify = False
     elif s.ca_bundle:  # type: ignore[attr-defined]
         verify = _ca_file(s.ca_bundle)  # type: ignore[attr-defined]
@@ -466,6 +490,21 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"deleting {key}") from None
+
+    def list_uploads(self, prefix: str) -> list[Upload]:
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(  # type: ignore[attr-defined]
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return [Upload(u["Key"], u["UploadId"], u["Initiated"]) for page in pages for u in page.get("Uploads", [])]
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"listing incomplete uploads under {prefix}") from None
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001
+            raise _s3_error(e, f"aborting the upload of {key}") from None
 
     def copy(self, src: str, dst: str, size: int) -> None:
         """Server-side copy; above 5 GiB, a multipart copy in parallel ranges."""

@@ -166,6 +166,7 @@ def make_source(
     bucket: str,
     *,
     use_readonly_identity: bool = False,
+    use_writer_identity: bool = False,
     drop: Iterable[str] = (),
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def make_source(
     required fields).  ``use_readonly_identity`` swaps in the read-only
     credentials, e.g. for check/get-only pipelines.
     """
-    access_key, secret_key = server.credentials(readonly=use_readonly_identity)
+    access_key, secret_key = server.credentials(readonly=use_readonly_identity, writer=use_writer_identity)
     source: dict[str, Any] = {
         "bucket": bucket,
         "name": "demo",

@@ -105,10 +105,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
 
 
-def write_identities(path: Path, rw: tuple[str, str], ro: tuple[str, str]) -> None:
-    """Write the S3 identities file: one read-write and one read-only identity."""
+def write_identities(
+    path: Path, rw: tuple[str, str], ro: tuple[str, str], writer: tuple[str, str] | None = None
+) -> None:
+    """Write the S3 identities: admin read-write, read-only, and a writer with only what a put needs.
+
+    The writer (Read, List, Write: no Admin, no bucket creation) and the read-only identity are the
+    least privileges README documents for the connected and the air-gapped side.
+    """
+    extra = []
+    if writer is not None:
+        extra.append(
+            {
+                "name": "writer",
+                "credentials": [{"accessKey": writer[0], "secretKey": writer[1]}],
+                "actions": ["Read", "List", "Write"],
+            }
+        )
     doc = {
-        "identities": [
+        "identities": extra + [
             {
                 "name": "rw",
                 "credentials": [{"accessKey": rw[0], "secretKey": rw[1]}],
@@ -151,6 +166,8 @@ class SeaweedServer:
     identities_path: Path
     weed: Path
     startup_timeout: float = 60.0
+    wr_access_key: str = ""
+    wr_secret_key: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _starts: int = field(default=0, repr=False)
 
@@ -164,8 +181,9 @@ class SeaweedServer:
         data_dir.mkdir(exist_ok=True)
         rw = new_credentials("RW")
         ro = new_credentials("RO")
+        wr = new_credentials("WR")
         identities = base_dir / "identities.json"
-        write_identities(identities, rw, ro)
+        write_identities(identities, rw, ro, wr)
         ports = _pick_ports()
         return cls(
             endpoint=f"http://127.0.0.1:{ports['s3.port']}",
@@ -180,6 +198,8 @@ class SeaweedServer:
             identities_path=identities,
             weed=venv_tool("weed"),
             startup_timeout=startup_timeout,
+            wr_access_key=wr[0],
+            wr_secret_key=wr[1],
         )
 
     @property
@@ -366,9 +386,11 @@ class SeaweedServer:
 
     # -- clients ----------------------------------------------------------
 
-    def credentials(self, readonly: bool = False) -> tuple[str, str]:
+    def credentials(self, readonly: bool = False, writer: bool = False) -> tuple[str, str]:
         if readonly:
             return self.ro_access_key, self.ro_secret_key
+        if writer:
+            return self.wr_access_key, self.wr_secret_key
         return self.rw_access_key, self.rw_secret_key
 
     def client(self, readonly: bool = False, **config: Any) -> Any:

@@ -1,0 +1,95 @@
+"""``prune --keep N``: drop old versions and what nothing references any more (SPEC §8).
+
+Order matters for readers: a version's commit object goes first (the version disappears whole),
+then payloads that no kept version references. A payload or an upload younger than the grace
+period is left alone, because a put that is still running may have uploaded it without having
+committed yet; deleting it would make that put commit a version whose payload is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .commit import blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
+from .config import Source
+from .errors import BundleError, ConfigError
+from .store import Store
+from .versions import order
+
+DEFAULT_GRACE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    kept: tuple[str, ...]
+    deleted_versions: tuple[str, ...]
+    deleted_payloads: tuple[str, ...]
+    aborted_uploads: int
+    kept_young: int
+
+
+def prune(
+    source: Source,
+    store: Store,
+    keep: int,
+    log: Callable[[str], None],
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PruneResult:
+    if keep < 1:
+        raise ConfigError("--keep must be at least 1: pruning every version is deleting the bundle")
+    now = now or datetime.now(UTC)
+    ordered = order(list_committed(source, store), source.version_order)
+    kept, dropped = ordered[-keep:], ordered[:-keep]
+    keys = trusted_keys(source)
+    referenced: set[str] = set()
+    for c in kept:
+        try:
+            trusted = read_commit(source, store, c.version, keys=keys)
+        except BundleError as e:
+            raise BundleError(f"cannot tell what version {c.version} references ({e}); nothing was deleted") from None
+        referenced.update(p.payload.key for p in trusted.manifest.parts)
+
+    act = "would delete" if dry_run else "deleted"
+    for c in dropped:
+        if not dry_run:
+            store.delete(commit_key(source, c.version))
+        log(f"{act} version {c.version}")
+
+    deleted: list[str] = []
+    young = 0
+    for obj in store.list(blobs_prefix(source)):
+        if obj.key in referenced:
+            continue
+        if now - obj.last_modified < grace:
+            young += 1
+            continue
+        if not dry_run:
+            store.delete(obj.key)
+        deleted.append(obj.key)
+    for obj in store.list(source.key("_incoming", "")):
+        if now - obj.last_modified >= grace:
+            if not dry_run:
+                store.delete(obj.key)
+            deleted.append(obj.key)
+    log(f"{act} {len(deleted)} unreferenced payload object(s); kept {young} younger than the grace period")
+
+    aborted = 0
+    for up in store.list_uploads(source.key("")):
+        if now - up.initiated >= grace:
+            if not dry_run:
+                store.abort_upload(up.key, up.upload_id)
+            aborted += 1
+    verb = "would abort" if dry_run else "aborted"
+    log(f"{verb} {aborted} incomplete multipart upload(s) older than the grace period")
+    return PruneResult(
+        kept=tuple(c.version for c in kept),
+        deleted_versions=tuple(c.version for c in dropped),
+        deleted_payloads=tuple(deleted),
+        aborted_uploads=aborted,
+        kept_young=young,
+    )
