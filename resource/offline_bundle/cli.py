@@ -52,7 +52,7 @@ def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path} must hold a map of source keys")
         raw.update(loaded)
-    known = {ENV_PREFIX + k.upper() for k in SOURCE_KEYS} | {ENV_PREFIX + "DEBUG"}
+    known = {ENV_PREFIX + k.upper() for k in SOURCE_KEYS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "S3_RETRIES"}
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
         raise ConfigError(

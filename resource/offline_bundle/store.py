@@ -28,6 +28,18 @@ PART_HEADROOM = 9_000  # leave room under S3's 10,000-part limit for estimates t
 DEFAULT_MEMORY_BUDGET = 64 * MiB
 MAX_CONCURRENCY = 4
 COMMIT_MAX_BYTES = 64 * MiB
+RETRIES_VARIABLE = "OFFLINE_BUNDLE_S3_RETRIES"
+DEFAULT_ATTEMPTS = 12  # as concourse/s3-resource: rides out a restart of the store
+
+
+def max_attempts() -> int:
+    """Attempts per S3 request; an operational knob in the environment, not a source key."""
+    raw = os.environ.get(RETRIES_VARIABLE, "")
+    if not raw:
+        return DEFAULT_ATTEMPTS
+    if not raw.isdigit() or int(raw) < 1:
+        raise StoreError(f"{RETRIES_VARIABLE} must be a whole number of attempts, at least 1")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -391,7 +403,7 @@ def make_s3_client(source: object) -> object:
         verify = _ca_file(s.ca_bundle)  # type: ignore[attr-defined]
     config = Config(
         s3={"addressing_style": "path" if s.path_style else "auto"},  # type: ignore[attr-defined]
-        retries={"max_attempts": 12, "mode": "standard"},
+        retries={"max_attempts": max_attempts(), "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         connect_timeout=10,
@@ -550,8 +562,6 @@ class _ResumingReader(io.RawIOBase):
     ``If-Match`` on the ETag makes sure a resumed read continues the same object.
     """
 
-    RETRIES = 5
-
     def __init__(self, store: S3Store, key: str, size: int, on_bytes: Callable[[int], None] | None) -> None:
         self._store = store
         self._key = key
@@ -561,6 +571,7 @@ class _ResumingReader(io.RawIOBase):
         self._body: object | None = None
         self._on_bytes = on_bytes
         self._failures = 0
+        self._retries = min(max_attempts(), 8)  # resumes of an interrupted body, each after a back-off
 
     def readable(self) -> bool:
         return True
@@ -602,7 +613,7 @@ class _ResumingReader(io.RawIOBase):
             except Exception as e:  # noqa: BLE001 - connection reset, timeout: resume
                 self._failures += 1
                 self._body = None
-                if self._failures > self.RETRIES:
+                if self._failures > self._retries:
                     raise _s3_error(e, f"downloading {self._key} at byte {self._offset}") from None
                 time.sleep(min(2**self._failures, 30))
         if data:
@@ -612,7 +623,7 @@ class _ResumingReader(io.RawIOBase):
         elif self._offset < self._size:
             self._body = None  # early end: resume from the offset
             self._failures += 1
-            if self._failures > self.RETRIES:
+            if self._failures > self._retries:
                 raise StoreError(f"downloading {self._key}: the object ended at byte {self._offset} of {self._size}")
             return self.read(size)
         return data

@@ -209,6 +209,8 @@ class Unpacker:
                 raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
             except tarfile.TarError as e:
                 raise VerificationError(f"part {part.name}: the payload is not a valid tar archive ({e})") from None
+            except UnicodeError:
+                raise VerificationError(f"part {part.name}: the archive holds a name that is not valid UTF-8") from None
             except BundleError as e:
                 # An altered payload is the likeliest cause of a failed decryption or a bad archive: when the
                 # rest is small enough to read, say so precisely instead of reporting the symptom.
