@@ -123,7 +123,8 @@ def write_identities(
             }
         )
     doc = {
-        "identities": extra + [
+        "identities": extra
+        + [
             {
                 "name": "rw",
                 "credentials": [{"accessKey": rw[0], "secretKey": rw[1]}],
