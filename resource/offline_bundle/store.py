@@ -117,6 +117,12 @@ class Store(ABC):
     def abort_upload(self, key: str, upload_id: str) -> None:  # noqa: B027 - optional for stores without uploads
         """Abort one incomplete upload."""
 
+    def open_range(
+        self, key: str, size: int, start: int, end: int, on_bytes: Callable[[int], None] | None = None
+    ) -> io.RawIOBase:
+        """Bytes ``[start, end)`` of an object of ``size`` bytes: export writes media pieces from ranges."""
+        raise StoreError(f"{self.description} cannot read byte ranges")
+
 
 class BlobWriter(ABC):
     """Takes a stream of bytes, hashes it once, and stores it named by its SHA-256."""
@@ -209,6 +215,13 @@ class DirStore(Store):
             )
         return _CountingReader(f, on_bytes)
 
+    def open_range(
+        self, key: str, size: int, start: int, end: int, on_bytes: Callable[[int], None] | None = None
+    ) -> io.RawIOBase:
+        f = self.open_read(key, size)
+        f._raw.seek(start)  # type: ignore[attr-defined]
+        return _CountingReader(_Bounded(f, end - start), on_bytes)
+
     def writer(
         self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
     ) -> BlobWriter:
@@ -237,6 +250,28 @@ class _CountingReader(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _Bounded(io.RawIOBase):
+    """At most ``remaining`` bytes of ``raw``."""
+
+    def __init__(self, raw: io.RawIOBase, remaining: int) -> None:
+        self._raw = raw
+        self._remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > self._remaining:
+            size = self._remaining
+        data = self._raw.read(size) if size else b""
+        self._remaining -= len(data or b"")
+        return data or b""
 
     def close(self) -> None:
         self._raw.close()
@@ -492,6 +527,11 @@ class S3Store(Store):
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
         return _ResumingReader(self, key, size, on_bytes)
 
+    def open_range(
+        self, key: str, size: int, start: int, end: int, on_bytes: Callable[[int], None] | None = None
+    ) -> io.RawIOBase:
+        return _ResumingReader(self, key, size, on_bytes, start=start, end=end)
+
     def writer(
         self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
     ) -> BlobWriter:
@@ -559,14 +599,27 @@ class S3Store(Store):
 class _ResumingReader(io.RawIOBase):
     """A GET body that resumes with a ranged GET from where it stopped, up to a few times.
 
-    ``If-Match`` on the ETag makes sure a resumed read continues the same object.
+    ``If-Match`` on the ETag makes sure a resumed read continues the same object. ``start``/``end``
+    read only the bytes ``[start, end)`` of an object of ``size`` bytes.
     """
 
-    def __init__(self, store: S3Store, key: str, size: int, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        store: S3Store,
+        key: str,
+        size: int,
+        on_bytes: Callable[[int], None] | None,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> None:
         self._store = store
         self._key = key
-        self._size = size
-        self._offset = 0
+        self._total = size
+        self._size = size if end is None else end  # where reading stops
+        self._offset = start
+        self._ranged = bool(start) or self._size < size
+        self._checked = False  # the object's size is checked on the first open
         self._etag: str | None = None
         self._body: object | None = None
         self._on_bytes = on_bytes
@@ -578,20 +631,29 @@ class _ResumingReader(io.RawIOBase):
 
     def _open(self) -> None:
         kwargs: dict[str, object] = {"Bucket": self._store.bucket, "Key": self._key}
-        if self._offset:
-            kwargs["Range"] = f"bytes={self._offset}-"
+        if self._offset or self._ranged:
+            kwargs["Range"] = f"bytes={self._offset}-" + (str(self._size - 1) if self._size < self._total else "")
         if self._etag:
             kwargs["IfMatch"] = self._etag
         try:
             r = self._store.client.get_object(**kwargs)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"downloading {self._key}") from None
-        if not self._offset and r["ContentLength"] != self._size:
-            r["Body"].close()
-            raise VerificationError(
-                f"{self._key} is {r['ContentLength']} bytes where the signed manifest says {self._size}: "
-                "the payload was altered or replaced"
-            )
+        if not self._checked:
+            actual = r["ContentLength"]
+            if "Range" in kwargs:
+                total = str(r.get("ContentRange", "")).rpartition("/")[2]
+                if not total.isdigit():
+                    r["Body"].close()
+                    raise StoreError(f"downloading {self._key}: the store ignored the byte range asked for")
+                actual = int(total)
+            if actual != self._total:
+                r["Body"].close()
+                raise VerificationError(
+                    f"{self._key} is {actual} bytes where the signed manifest says {self._total}: "
+                    "the payload was altered or replaced"
+                )
+            self._checked = True
         self._etag = r.get("ETag")
         self._body = r["Body"]
 
