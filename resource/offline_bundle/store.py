@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import os
+import sys
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -677,7 +678,12 @@ class _ResumingReader(io.RawIOBase):
                 self._body = None
                 if self._failures > self._retries:
                     raise _s3_error(e, f"downloading {self._key} at byte {self._offset}") from None
-                time.sleep(min(2**self._failures, 30))
+                pause = min(2**self._failures, 30)
+                sys.stderr.write(
+                    f"download of {self._key} interrupted at byte {self._offset} ({e.__class__.__name__}); "
+                    f"resuming with a ranged GET in {pause} s\n"
+                )
+                time.sleep(pause)
         if data:
             self._offset += len(data)
             if self._on_bytes:
