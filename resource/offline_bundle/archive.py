@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from .errors import ConfigError, VerificationError
 from .manifest import FileEntry, check_member_path, symlink_stays_inside
@@ -245,6 +246,26 @@ class TarStream(io.RawIOBase):
         return out
 
 
+class FileWriter(Protocol):
+    """Takes one file's bytes; ``commit`` only after its SHA-256 matched the signed manifest."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class FileSink(Protocol):
+    """Receives every regular file as it streams out of a part's tar (``begin`` -> writes -> commit/abort).
+
+    A file is committed only once its bytes hash to the signed manifest's SHA-256, so a consumer never
+    keeps an unverified file; ``begin`` may return None to let a file pass (it is still checked).
+    """
+
+    def begin(self, part: str, entry: FileEntry) -> FileWriter | None: ...
+
+
 @dataclass
 class ExtractResult:
     files: int
@@ -270,12 +291,14 @@ def extract_part(
     *,
     part: str,
     on_bytes: Callable[[int], None] | None = None,
+    sink: FileSink | None = None,
 ) -> ExtractResult:
     """Extract the tar in ``stream`` into ``dest`` (None: only check), admitting exactly ``expected``.
 
     Every entry must be listed in the signed manifest with the same type, mode, size and SHA-256,
     at most once; links may not escape; no entry may pass through a symlink. The caller removes
-    ``dest`` on any error.
+    ``dest`` on any error. ``sink``, when given, also receives each regular file's bytes (see
+    ``FileSink``): a streaming consumer such as ``publish --from-config`` needs no disk.
     """
     want = {f.path: f for f in expected}
     seen: set[str] = set()
@@ -330,6 +353,7 @@ def extract_part(
             assert src is not None
             h = hashlib.sha256()
             out = open(target, "xb") if target is not None else None  # noqa: SIM115 - closed below
+            sunk = sink.begin(part, entry) if sink is not None else None
             try:
                 remaining = ti.size
                 while remaining > 0:
@@ -340,13 +364,21 @@ def extract_part(
                     remaining -= len(chunk)
                     if out is not None:
                         out.write(chunk)
+                    if sunk is not None:
+                        sunk.write(chunk)
                     if on_bytes:
                         on_bytes(len(chunk))
+                if h.hexdigest() != entry.sha256:
+                    raise VerificationError(f"part {part}: SHA-256 of {name!r} differs from the signed manifest")
+            except BaseException:
+                if sunk is not None:
+                    sunk.abort()
+                raise
             finally:
                 if out is not None:
                     out.close()
-            if h.hexdigest() != entry.sha256:
-                raise VerificationError(f"part {part}: SHA-256 of {name!r} differs from the signed manifest")
+            if sunk is not None:
+                sunk.commit()
             written += ti.size
             if target is not None:
                 os.chmod(target, entry.mode)

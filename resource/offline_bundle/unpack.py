@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import crypto
-from .archive import CHUNK, ExtractResult, extract_part
+from .archive import CHUNK, ExtractResult, FileSink, extract_part
 from .commit import COMMIT_NAME, Trusted, read_commit
 from .config import InParams, Source
 from .errors import BundleError, ConfigError, VerificationError
@@ -125,8 +125,11 @@ class Unpacker:
                 "source.decryption_private_key",
             ).fingerprint
 
-    def get(self, version: str, params: InParams, dest: str | None) -> GetResult:
-        """Explode into ``dest``; with ``dest`` None, verify everything and write nothing."""
+    def get(self, version: str, params: InParams, dest: str | None, *, sink: FileSink | None = None) -> GetResult:
+        """Explode into ``dest``; with ``dest`` None, verify everything and write nothing.
+
+        ``sink`` also receives each verified file as it streams (``publish`` from a bundle, no disk).
+        """
         trusted = read_commit(self.source, self.store, version)
         manifest = trusted.manifest
         signer = trusted.signer or "UNSIGNED"
@@ -146,13 +149,14 @@ class Unpacker:
             os.mkdir(staging, 0o700)
         try:
             if parts:
-                self._check_space(dest or ".", parts)
+                if dest is not None:  # verifying or streaming to a sink writes nothing here
+                    self._check_space(dest, parts)
                 use_key = self._use_key(parts)
             files = 0
             total = 0
             for part in parts:
                 target = os.path.join(staging, part.name) if staging else None
-                result = self._fetch_part(part, target, use_key)
+                result = self._fetch_part(part, target, use_key, sink)
                 files += result[0]
                 total += result[1]
             if staging is not None:
@@ -192,7 +196,9 @@ class Unpacker:
             "the bundle is encrypted but neither decryption_private_key nor encryption_passphrase is configured"
         )
 
-    def _fetch_part(self, part: Part, target: str | None, use_key: bool) -> tuple[int, int]:
+    def _fetch_part(
+        self, part: Part, target: str | None, use_key: bool, sink: FileSink | None = None
+    ) -> tuple[int, int]:
         progress = Progress(f"part {part.name}", part.payload.size)
         try:
             raw = self.store.open_read(part.payload.key, part.payload.size, on_bytes=progress.add)
@@ -202,9 +208,11 @@ class Unpacker:
         try:
             try:
                 if part.encryption.encrypted:
-                    result = self._decrypt_and_extract(part, reader, target, use_key)
+                    result = self._decrypt_and_extract(part, reader, target, use_key, sink)
                 else:
-                    result = extract_part(io.BufferedReader(reader, CHUNK), part.files, target, part=part.name)
+                    result = extract_part(
+                        io.BufferedReader(reader, CHUNK), part.files, target, part=part.name, sink=sink
+                    )
             except OSError as e:
                 raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
             except tarfile.TarError as e:
@@ -247,7 +255,7 @@ class Unpacker:
         return VerificationError(f"part {part.name}: payload {part.payload.key} was altered: {detail}")
 
     def _decrypt_and_extract(
-        self, part: Part, reader: HashingReader, target: str | None, use_key: bool
+        self, part: Part, reader: HashingReader, target: str | None, use_key: bool, sink: FileSink | None = None
     ) -> ExtractResult:
         pipe = ChunkPipe()
         failure: list[BaseException] = []
@@ -263,7 +271,7 @@ class Unpacker:
         worker = threading.Thread(target=decrypt, name=f"decrypt-{part.name}", daemon=True)
         worker.start()
         try:
-            result = extract_part(pipe, part.files, target, part=part.name)
+            result = extract_part(pipe, part.files, target, part=part.name, sink=sink)
             pipe.read()  # gpg's last bytes (tar padding) so it can finish and report integrity
         except BaseException:
             pipe.abort()
