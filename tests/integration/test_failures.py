@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -171,4 +172,109 @@ def test_out_with_a_glob_that_matches_nothing(sides: Sides, tmp_path: Path) -> N
     build = small_tree(tmp_path / "b", a="x")
     proc = sides.out(build, {"parts": [{"name": "tile", "path": "tiles/*.pivotal"}], "version": "1"})
     assert_clean_failure(proc, "part tile: path 'tiles/*.pivotal' matches nothing")
+    assert sides.keys_under() == []
+
+
+def payload_keys(s: Sides, version: str = "1.0.0") -> dict[str, str]:
+    doc = json.loads(manifest_json(s, version))
+    return {p["name"]: p["payload"]["key"] for p in doc["parts"]}
+
+
+def test_extended_payload(bundle: Sides, tmp_path: Path) -> None:
+    key = payload_keys(bundle)["a"]
+    write(bundle, key, read(bundle, key) + b"\0" * 10)
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "where the signed manifest says", dest)
+
+
+def test_deleted_payload(bundle: Sides, tmp_path: Path) -> None:
+    bundle.client().delete_object(Bucket=bundle.bucket, Key=payload_keys(bundle)["b"])
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "part b", dest)
+
+
+def test_payload_swapped_with_another_parts(bundle: Sides, tmp_path: Path) -> None:
+    keys = payload_keys(bundle)
+    a, b = read(bundle, keys["a"]), read(bundle, keys["b"])
+    write(bundle, keys["a"], b)
+    write(bundle, keys["b"], a)
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "where the signed manifest says", dest)
+
+
+def test_payload_swapped_with_another_bundles_of_the_same_size(sides: Sides, tmp_path: Path) -> None:
+    params = {"parts": [{"name": "a", "path": "a"}], "version": "1"}
+    sides.put(small_tree(tmp_path / "one", a="same size 1"), params)
+    sides.put(small_tree(tmp_path / "two", a="same size 2"), {**params, "version": "2"})
+    k1, k2 = payload_keys(sides, "1")["a"], payload_keys(sides, "2")["a"]
+    assert len(read(sides, k1)) == len(read(sides, k2))
+    write(sides, k1, read(sides, k2))
+    dest = tmp_path / "dest"
+    assert_clean_failure(sides.in_("1", dest), "SHA-256 differs from the signed manifest", dest)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (rb'"size":(\d+)', rb'"size":1\1'),
+        (rb'"sha256":"([0-9a-f])', lambda m: b'"sha256":"' + (b"1" if m.group(1) == b"0" else b"0")),
+        (rb'"destination":"a/"', b'"destination":"../"'),
+        (rb'"path":"a.txt"', b'"path":"b.txt"'),
+        (rb'"format_version":1', b'"format_version":2'),
+    ],
+)
+def test_a_changed_field_breaks_the_signature(bundle: Sides, tmp_path: Path, old: bytes, new: object) -> None:
+    import re
+
+    commit = read(bundle, commit_key())
+    forged = re.sub(old, new, commit, count=1)
+    assert forged != commit
+    write(bundle, commit_key(), forged)
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "signature is BAD", dest)
+
+
+def test_a_trusted_signature_over_other_content(bundle: Sides, tmp_path: Path) -> None:
+    """Version 1's text with version 2's (valid, trusted) signature block spliced in."""
+    build = small_tree(tmp_path / "b2", a="other", b="content")
+    bundle.put(build, {**PARAMS, "version": "2.0.0"})
+    text1 = read(bundle, commit_key()).split(b"-----BEGIN PGP SIGNATURE-----")[0]
+    sig2 = read(bundle, commit_key("2.0.0")).split(b"-----BEGIN PGP SIGNATURE-----")[1]
+    write(bundle, commit_key(), text1 + b"-----BEGIN PGP SIGNATURE-----" + sig2)
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "signature is BAD", dest)
+
+
+def test_signature_missing(bundle: Sides, tmp_path: Path) -> None:
+    write(bundle, commit_key(), manifest_json(bundle))  # the bare JSON: the signature stripped
+    dest = tmp_path / "dest"
+    assert_clean_failure(bundle.in_("1.0.0", dest), "unsigned; refused", dest)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("recipient_public_keys", "signer", "has no usable encryption subkey"),
+        (
+            "recipient_public_keys",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n=AAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            "could not be imported",
+        ),
+        (
+            "signing_private_key",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nZ2FyYmFnZQ==\n-----END PGP PRIVATE KEY BLOCK-----\n",
+            "could not be imported",
+        ),
+    ],
+)
+def test_unusable_keys_are_refused_before_anything_moves(
+    sides: Sides, tmp_path: Path, key: str, value: str, words: str
+) -> None:
+    if value == "signer":
+        value = sides.keys.signer.public_armored
+    source = {**sides.put_source, key: [value] if key.endswith("_keys") else value}
+    proc = sides.out(
+        small_tree(tmp_path / "b", a="x"), {"parts": [{"name": "a", "path": "a"}], "version": "1"}, source=source
+    )
+    assert_clean_failure(proc, words)
     assert sides.keys_under() == []
