@@ -45,3 +45,9 @@ def gpg_keys() -> GpgKeys:
     """Throwaway OpenPGP keys (see ``GpgKeys`` for the roles); the keyring that
     made them is already deleted, only the armored exports remain."""
     return generate_keys()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The secrets audit reads what every other test printed, so it runs last."""
+    audits = [i for i in items if i.get_closest_marker("secrets_audit")]
+    items[:] = [i for i in items if not i.get_closest_marker("secrets_audit")] + audits

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.concourse import asset_env, make_source, run_asset
+from tests.support.concourse import asset_env, make_source, record_output, run_asset
 from tests.support.paths import ASSETS_DIR, venv_bin
 from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure, small_tree
@@ -61,8 +61,14 @@ def start_asset(name: str, request: dict, arg: Path, env: dict[str, str] | None 
         )
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def communicate(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
+    record_output(out, err)  # for the suite-wide secrets audit
+    return out, err
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    out, err = communicate(proc, timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -97,7 +103,7 @@ def test_put_survives_the_store_restarting_mid_upload(
     sides.server.stop()
     time.sleep(2)
     sides.server.start()
-    out, err = proc.communicate(timeout=300)
+    out, err = communicate(proc)
     assert proc.returncode == 0, err
     assert json.loads(out)["version"] == {"version": "1.0.0"}
     dest = tmp_path / "dest"
@@ -111,7 +117,7 @@ def test_put_fails_cleanly_when_the_store_stays_down(sides: Sides, big_build: tu
     proc = start_asset("out", request, build, env={"OFFLINE_BUNDLE_S3_RETRIES": "2"})
     wait_for(lambda: uploads(sides) or proc.poll() is not None, what="the multipart upload to start")
     with sides.server.stopped():
-        out, err = proc.communicate(timeout=300)
+        out, err = communicate(proc)
         assert proc.returncode != 0 and out == ""
         assert "Traceback" not in err and [ln for ln in err.splitlines() if ln.startswith("error:")]
     # Back up: no version is visible, and prune clears what the dead put left behind.
@@ -123,6 +129,7 @@ def test_put_fails_cleanly_when_the_store_stays_down(sides: Sides, big_build: tu
         capture_output=True,
         text=True,
     )
+    record_output(prune.stdout, prune.stderr)
     assert prune.returncode == 0, prune.stderr
     assert uploads(sides) == []
     assert sides.keys_under() == []
@@ -158,7 +165,7 @@ def test_get_resumes_after_the_store_restarts_mid_download(big_bundle: tuple[Sid
     sides.server.kill()
     time.sleep(2)
     sides.server.start()
-    out, err = proc.communicate(timeout=300)
+    out, err = communicate(proc)
     assert proc.returncode == 0, err
     assert "resuming with a ranged GET" in err  # it really was interrupted, and resumed
     assert hashlib.sha256((dest / "big" / "payload.bin").read_bytes()).hexdigest() == digest
@@ -174,7 +181,7 @@ def test_get_fails_cleanly_when_the_store_stays_down(big_bundle: tuple[Sides, st
     wait_for(lambda: staged_bytes(dest) > 1024 * 1024 or proc.poll() is not None, what="the download to start")
     sides.server.kill()  # at once: a graceful stop lets a fast download finish first
     try:
-        out, err = proc.communicate(timeout=300)
+        out, err = communicate(proc)
     finally:
         sides.server.start()
     assert_clean_failure(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "downloading", dest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def test_no_secret_in_any_output(sides: Sides, tmp_path: Path) -> None:
             assert s not in text, f"a secret value appears in the output of {proc.args[0]}"
         for wrong in ("wrong-1", "wrong-2", "wrong-3", "wrong-4-secret"):
             assert wrong not in text
+
+
+def test_gpg_homes_are_removed_and_no_agent_survives(sides: Sides, tmp_path: Path) -> None:
+    """Each gpg operation has its own home under TMPDIR; after a put and a get none is left, nor an agent."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    k = sides.keys
+    put_source = {
+        **sides.put_source,
+        "signing_private_key": k.signer_pw.secret_armored,
+        "signing_private_key_passphrase": k.signer_pw.passphrase,
+    }
+    get_source = {**sides.get_source, "trusted_public_keys": [k.signer_pw.public_armored]}
+    build = small_tree(tmp_path / "b", a="agent check")
+    sides.put(
+        build, {"parts": [{"name": "a", "path": "a"}], "version": "1"}, source=put_source, env={"TMPDIR": str(tmp)}
+    )
+    sides.get("1", tmp_path / "dest", source=get_source, env={"TMPDIR": str(tmp)})
+    assert os.listdir(tmp) == []
+    import subprocess
+
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp) not in processes, "a gpg-agent (or another process) still runs with a home under TMPDIR"

@@ -124,14 +124,24 @@ def run_asset(
                 f"{name} timed out after {timeout}s\n"
                 f"--- stdout ---\n{_text(exc.stdout)}\n--- stderr ---\n{_text(exc.stderr)}"
             )
-        return subprocess.CompletedProcess(
+        result = subprocess.CompletedProcess(
             args=argv,
             returncode=proc.returncode,
             stdout=_text(proc.stdout),
             stderr=_text(proc.stderr),
         )
+        record_output(result.stdout, result.stderr)
+        return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Every stdout and stderr the suite's script and CLI runs produced, for the secrets audit that runs last.
+RECORDED_OUTPUTS: list[str] = []
+
+
+def record_output(*texts: str) -> None:
+    RECORDED_OUTPUTS.extend(t for t in texts if t)
 
 
 def _text(data: bytes | str | None) -> str:

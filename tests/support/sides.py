@@ -52,12 +52,19 @@ class Sides:
         self.runs.append(proc)
         return [v["version"] for v in parse_stdout(proc)]
 
-    def in_(self, version: str, dest: Path, params: dict[str, Any] | None = None, source: dict[str, Any] | None = None):
+    def in_(
+        self,
+        version: str,
+        dest: Path,
+        params: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:
         dest.mkdir(parents=True, exist_ok=True)
         req: dict[str, Any] = {"source": source or self.get_source, "version": {"version": version}}
         if params is not None:
             req["params"] = params
-        proc = run_asset("in", req, dest)
+        proc = run_asset("in", req, dest, **kw)
         self.runs.append(proc)
         return proc
 
