@@ -331,6 +331,8 @@ def extract_part(
                 )
             if kind == "symlink" and ti.linkname != entry.target:
                 raise VerificationError(f"part {part}: symlink {name!r} target differs from the manifest")
+            if kind == "symlink" and not symlink_stays_inside(name, ti.linkname):
+                raise VerificationError(f"part {part}: symlink {name!r} points outside its part")
             target = None
             if dest is not None:
                 target = os.path.join(dest, name)

@@ -180,3 +180,70 @@ def test_check_only_mode_writes_nothing(tmp_path: Path) -> None:
     before = set(os.listdir(tmp_path))
     res = extract_part(io.BytesIO(data), tuple(files), None, part="p")
     assert res.files == 5 and set(os.listdir(tmp_path)) == before
+
+
+# ---------------------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SEGMENTS = st.sampled_from(["a", "b", "..", ".", "", "c d", "é"])
+NAMES = st.lists(SEGMENTS, min_size=1, max_size=3).map("/".join) | st.sampled_from(["/abs", "/", "a/../../x"])
+KINDS = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE])
+
+
+def member_from(name: str, kind: bytes, target: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        ti.linkname = target
+    if kind == tarfile.REGTYPE:
+        ti.size = len(data)
+        return ti, data
+    return ti, None
+
+
+def honest_entry(name: str, kind: bytes, target: str, data: bytes) -> FileEntry | None:
+    """What a truthful manifest would list for a member, if the member is listable at all."""
+    import hashlib
+
+    kinds = {tarfile.REGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink"}
+    if kind not in kinds:
+        return None
+    if kind == tarfile.REGTYPE:
+        return FileEntry(name, "file", 0o644, 0, len(data), hashlib.sha256(data).hexdigest())
+    if kind == tarfile.DIRTYPE:
+        return FileEntry(name, "dir", 0o755, 0)
+    return FileEntry(name, "symlink", 0o777, 0, target=target)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(NAMES, KINDS, NAMES, st.binary(max_size=20)), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_extraction_never_escapes_and_admits_only_the_manifest(
+    tmp_path_factory: pytest.TempPathFactory, members: list, listed: list[bool]
+) -> None:
+    root = tmp_path_factory.mktemp("prop")
+    dest = root / "dest"
+    sentinel = root / "outside"
+    sentinel.mkdir()
+    expected = []
+    for (name, kind, target, data), keep in zip(members, listed, strict=False):
+        entry = honest_entry(name.rstrip("/") if kind == tarfile.DIRTYPE else name, kind, target, data)
+        if entry is not None and keep:
+            expected.append(entry)
+    tar = tar_of(*(member_from(*m) for m in members))
+    try:
+        extract_part(io.BytesIO(tar), tuple(expected), str(dest), part="p")
+    except (VerificationError, OSError):
+        pass
+    else:
+        # Success means the archive held exactly the manifest's entries, all inside dest.
+        made = {str(p.relative_to(dest)) for p in dest.rglob("*")}
+        assert made == {e.path for e in expected}
+        for e in expected:
+            assert os.path.realpath(dest / e.path).startswith(str(dest)) or e.type == "symlink"
+    assert os.listdir(sentinel) == []
+    assert sorted(os.listdir(root)) in (["outside"], ["dest", "outside"])
