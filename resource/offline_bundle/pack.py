@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -131,15 +132,22 @@ class Packer:
         parts: list[Part] = []
         uploaded: list[str] = []
         reused: list[str] = []
-        for plan in plans:
-            part = self._reuse(plan, candidates, encryption)
-            if part is not None:
-                reused.append(plan.name)
-                self.log(f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})")
-            else:
-                part = self._upload(plan, encryption)
-                uploaded.append(plan.name)
-            parts.append(part)
+        with ThreadPoolExecutor(1, thread_name_prefix="promote") as promoter:
+            pending = []
+            for plan in plans:
+                part = self._reuse(plan, candidates, encryption)
+                if part is not None:
+                    reused.append(plan.name)
+                    self.log(
+                        f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})"
+                    )
+                else:
+                    part, promotion = self._upload(plan, encryption, promoter)
+                    pending.extend([promotion] if promotion is not None else [])
+                    uploaded.append(plan.name)
+                parts.append(part)
+            for promotion in pending:
+                promotion.result()  # every payload under its final name before the commit object
 
         manifest = Manifest(
             name=source.name,
@@ -192,7 +200,7 @@ class Packer:
             return Part(plan.name, plan.destination, cand.payload, cand.encryption, cand.files)
         return None
 
-    def _upload(self, plan: PartPlan, encryption: Encryption) -> Part:
+    def _upload(self, plan: PartPlan, encryption: Encryption, promoter: Executor) -> tuple[Part, Future[None] | None]:
         source = self.source
         estimate = plan.estimated_tar_size() + 64 * 1024
         progress = Progress(f"part {plan.name}", plan.bytes)
@@ -218,7 +226,7 @@ class Packer:
             else:
                 while chunk := tar.read(CHUNK):
                     sink(chunk)
-            written = writer.close()
+            written = writer.close(promoter)
         except BaseException:
             writer.abort()
             raise
@@ -227,4 +235,5 @@ class Packer:
             f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"
         )
         files = tuple(e.to_file_entry() for e in plan.entries)
-        return Part(plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files)
+        part = Part(plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files)
+        return part, written.pending
