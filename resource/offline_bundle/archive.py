@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import ConfigError, VerificationError
-from .manifest import FileEntry, check_member_path, symlink_stays_inside
+from .manifest import PROBE_BYTES, FileEntry, check_member_path, symlink_stays_inside
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -38,6 +38,7 @@ class Entry:
     size: int = 0
     target: str | None = None
     sha256: str | None = None
+    probe: str | None = None
 
     def to_file_entry(self) -> FileEntry:
         return FileEntry(
@@ -48,6 +49,7 @@ class Entry:
             size=self.size,
             sha256=self.sha256,
             target=self.target,
+            probe=self.probe,
         )
 
 
@@ -57,6 +59,7 @@ class PartPlan:
     destination: str
     entries: list[Entry] = field(default_factory=list)
     hashes: dict[str, str] | None = None  # local files' SHA-256, computed only when a comparison needs them
+    probes: dict[str, str] = field(default_factory=dict)  # local files' probes (see manifest.PROBE_BYTES)
 
     @property
     def bytes(self) -> int:
@@ -149,6 +152,12 @@ def hash_entries(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+def probe_of(path: str) -> str:
+    """SHA-256 of a file's first PROBE_BYTES (see manifest.PROBE_BYTES)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(PROBE_BYTES)).hexdigest()
+
+
 def _tarinfo(e: Entry) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(e.path)
     ti.mode = e.mode
@@ -203,6 +212,8 @@ class TarStream(io.RawIOBase):
                     if not chunk:
                         raise ConfigError(f"{e.source!r} shrank while it was packed")
                     h.update(chunk)
+                    if remaining == e.size and e.size > PROBE_BYTES:
+                        e.probe = hashlib.sha256(chunk[:PROBE_BYTES]).hexdigest()
                     remaining -= len(chunk)
                     written += len(chunk)
                     if self._on_bytes:

@@ -19,6 +19,9 @@ FORMAT_VERSION = 1
 TOOL_NAME = "offline-bundle"
 FILE_TYPES = ("file", "dir", "symlink")
 SHA256_HEX_LENGTH = 64
+# A file's "probe" is the SHA-256 of its first PROBE_BYTES: a later put reads that much, not the whole
+# file, to see that a file of the same size changed before deciding whether a payload can be reused.
+PROBE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class FileEntry:
     size: int = 0
     sha256: str | None = None
     target: str | None = None
+    probe: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -41,6 +45,8 @@ class FileEntry:
         if self.type == "file":
             out["size"] = self.size
             out["sha256"] = self.sha256
+            if self.probe is not None:
+                out["probe"] = self.probe
         if self.type == "symlink":
             out["target"] = self.target
         return out
@@ -208,17 +214,20 @@ def _parse_file(doc: Any, where: str) -> FileEntry:
     if not 0 <= mode <= 0o7777:
         raise _fail(f"{where}.mode is out of range")
     mtime = _get(doc, "mtime", int, where)
-    size, sha, target = 0, None, None
+    size, sha, target, probe = 0, None, None, None
     if ftype == "file":
         size = _get(doc, "size", int, where)
         sha = _get(doc, "sha256", str, where)
         if size < 0 or not _is_hex(sha):
             raise _fail(f"{where} has a bad size or sha256")
+        probe = doc.get("probe")
+        if probe is not None and (not isinstance(probe, str) or not _is_hex(probe)):
+            raise _fail(f"{where}.probe is not a SHA-256")
     elif ftype == "symlink":
         target = _get(doc, "target", str, where)
         if not symlink_stays_inside(path, target):
             raise VerificationError(f"unsafe symlink {path!r} -> {target!r}: it points outside its part")
-    return FileEntry(path=path, type=ftype, mode=mode, mtime=mtime, size=size, sha256=sha, target=target)
+    return FileEntry(path=path, type=ftype, mode=mode, mtime=mtime, size=size, sha256=sha, target=target, probe=probe)
 
 
 def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:

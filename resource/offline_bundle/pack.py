@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import crypto
-from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part
+from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part, probe_of
 from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
 from .config import BuildInfo, OutParams, Source
 from .errors import BundleError, ConfigError, StoreError, VerificationError
@@ -72,6 +72,13 @@ def _same_files(plan: PartPlan, part: Part) -> bool:
     """Same paths, types, modes and bytes; hashes the local files (once per plan) only when the shape matches."""
     if _plan_shape(plan) != _part_shape(part):
         return False
+    sources = {e.path: e.source for e in plan.entries}
+    for f in part.files:  # a few KiB per file tell most changes apart before any file is read whole
+        if f.probe is not None:
+            if f.path not in plan.probes:
+                plan.probes[f.path] = probe_of(sources[f.path])
+            if plan.probes[f.path] != f.probe:
+                return False
     if plan.hashes is None:
         plan.hashes = {e.path: e.sha256 for e in hash_entries(plan.entries) if e.sha256}
     return all(f.type != "file" or plan.hashes.get(f.path) == f.sha256 for f in part.files)
