@@ -29,7 +29,7 @@ from .store import Store
 
 Log = Callable[[str], None]
 STAGING_PREFIX = ".offline-bundle-staging-"
-FREE_SPACE_MARGIN = 64 << 20
+FREE_SPACE_MARGIN = 1 << 20  # side files and folder entries
 DIAGNOSIS_LIMIT = 256 << 20  # bytes read after a failure to tell an altered payload from other faults
 
 
@@ -193,7 +193,8 @@ class Unpacker:
         if fpr is not None:
             return True  # gpg names the mismatch precisely (NO_SECKEY)
         raise ConfigError(
-            "the bundle is encrypted but neither decryption_private_key nor encryption_passphrase is configured"
+            "the bundle is encrypted but neither decryption_private_key nor encryption_passphrase is configured "
+            "(a put's own get should use get_params: {skip_download: true})"
         )
 
     def _fetch_part(

@@ -169,6 +169,7 @@ class SeaweedServer:
     startup_timeout: float = 60.0
     wr_access_key: str = ""
     wr_secret_key: str = ""
+    extra_args: list[str] = field(default_factory=list)  # e.g. TLS certificate flags
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _starts: int = field(default=0, repr=False)
 
@@ -232,7 +233,7 @@ class SeaweedServer:
             f"-webdav.cacheDir={self.data_dir / 'webdav-cache'}",
         ]
         argv += [f"-{key}={port}" for key, port in sorted(self.ports.items())]
-        return argv
+        return argv + self.extra_args
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
