@@ -336,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--expire", default="0", help="gpg expiry such as 2y (default: never)")
     sp.set_defaults(func=cmd_keygen)
 
+    from .lint import register as register_lint
+
+    register_lint(sub)
+
     for name, what in (
         ("check", "list versions"),
         ("in", "fetch a version into DIR"),
