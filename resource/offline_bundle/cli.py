@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_keygen)
 
     from .lint import register as register_lint
+    from .publish import register as register_publish
 
+    register_publish(sub)
     register_lint(sub)
 
     for name, what in (
