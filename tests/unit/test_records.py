@@ -1,0 +1,70 @@
+"""Transfer records without servers: key layout, content, refused writes, listing."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from offline_bundle.config import Source
+from offline_bundle.errors import StoreError
+from offline_bundle.manifest import Encryption, Manifest, Part, Payload
+from offline_bundle.records import describe, list_records, make_record, write_record
+from offline_bundle.store import DirStore
+
+SOURCE = Source(bucket="b-records", name="demo", prefix="transfers/")
+
+
+def manifest(version: str = "1.0.0") -> Manifest:
+    parts = tuple(
+        Part(
+            name,
+            f"{name}/",
+            Payload(f"transfers/demo/_blobs/{c * 64}", 10, c * 64),
+            Encryption(),
+            (),
+        )
+        for name, c in (("big", "a"), ("small", "b"))
+    )
+    return Manifest("demo", version, "2026-01-01T00:00:00Z", parts)
+
+
+def test_a_record_names_what_moved_who_verified_and_who_ran_it() -> None:
+    env = {"BUILD_PIPELINE_NAME": "p", "BUILD_JOB_NAME": "j", "BUILD_NAME": "7", "BUILD_TEAM_NAME": "t"}
+    when = datetime(2026, 11, 25, 21, 30, 0, 123456, tzinfo=UTC)
+    rec = make_record("import", manifest(), signer="F" * 40, parts=["small"], details={"from": "/m"}, env=env, now=when)
+    doc = rec.to_json()
+    assert doc["event"] == "import" and doc["version"] == "1.0.0" and doc["signer"] == "F" * 40
+    assert doc["at"] == "2026-11-25T21:30:00.123456Z"
+    assert [p["name"] for p in doc["parts"]] == ["small"] and doc["parts"][0]["payload"]["sha256"] == "b" * 64
+    assert doc["by"]["build"] == "t/p/j #7" and doc["by"]["host"]
+    assert doc["details"] == {"from": "/m"}
+    assert re.fullmatch(r"transfers/demo/_records/20261125T213000Z-import-[0-9a-f]{8}\.json", rec.key(SOURCE))
+    assert "t/p/j #7" in describe(doc) and "small=bbbbbbbbbbbb" in describe(doc)
+
+
+class RefusingStore(DirStore):
+    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+        raise StoreError(f"writing {key}: S3 answered AccessDenied (HTTP 403)")
+
+
+def test_a_refused_write_is_a_warning_and_the_record_is_still_on_stderr(tmp_path: Path) -> None:
+    lines: list[str] = []
+    write_record(RefusingStore(str(tmp_path)), SOURCE, "get", manifest(), signer=None, log=lines.append, env={})
+    assert lines[0].startswith("record: {") and json.loads(lines[0][len("record: ") :])["signature"] == "unsigned"
+    assert lines[1].startswith("warning: the get record was not stored") and "may not write" in lines[1]
+    assert len(lines) == 2
+
+
+def test_records_are_listed_oldest_first_and_filtered_by_version(tmp_path: Path) -> None:
+    store = DirStore(str(tmp_path))
+    for v in ("1.0.1", "1.0.0", "1.0.1"):
+        write_record(store, SOURCE, "export", manifest(v), signer="A" * 40, log=lambda _m: None, env={})
+    store.put_bytes("transfers/demo/_records/zzz-broken.json", b"not json")
+    listed = list_records(SOURCE, store)
+    docs = [r.doc for r in listed if r.doc is not None]
+    assert sorted(d["version"] for d in docs) == ["1.0.0", "1.0.1", "1.0.1"]
+    assert [d["at"] for d in docs] == sorted(d["at"] for d in docs)
+    assert [r.key for r in listed if r.doc is None] == ["transfers/demo/_records/zzz-broken.json"]
+    assert len(list_records(SOURCE, store, version="1.0.1")) == 2
