@@ -27,9 +27,11 @@ from .config import (
 )
 from .errors import BundleError, ConfigError
 from .names import check_name, check_part_name
+from .pieces import MediumStore
 from .protocol import EXIT_FAILURE, EXIT_INTERNAL, Redactor
 from .protocol import main as protocol_main
-from .store import DirStore, S3Store, Store
+from .store import S3Store, Store
+from .transfer_cli import add_commands as add_transfer_commands
 
 ENV_PREFIX = "OFFLINE_BUNDLE_"
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -85,7 +87,8 @@ def source_from(args: argparse.Namespace, *, local: str | None = None) -> Source
 
 
 def store_for(source: Source, local: str | None) -> Store:
-    return DirStore(local) if local else S3Store(source)
+    # A folder may be a medium written by export (payloads in pieces); MediumStore reads both kinds.
+    return MediumStore(local) if local else S3Store(source)
 
 
 def _log(redact: Redactor) -> Callable[[str], None]:
@@ -335,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--passphrase-file", help="protect the secret key with the passphrase in this file")
     sp.add_argument("--expire", default="0", help="gpg expiry such as 2y (default: never)")
     sp.set_defaults(func=cmd_keygen)
+
+    add_transfer_commands(sub, with_config)
 
     from .lint import register as register_lint
     from .publish import register as register_publish

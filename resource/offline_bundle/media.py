@@ -1,0 +1,500 @@
+"""``export`` and ``import``: a committed version carried on removable media, in pieces with a hash each.
+
+export: the commit object is verified first (the source's ``trusted_public_keys``, or the public half
+of its own ``signing_private_key``); then each payload the version references (less those that
+``--since V0`` references) is streamed with ranged GETs into pieces on the medium, each written
+under a temporary name, synced and renamed, so a piece that exists is whole; the commit object is
+written last. Nothing is staged anywhere else: disk use is the pieces plus at most one piece in
+progress. A re-run keeps every piece its index lists once it hashes the same again.
+
+import: the medium's commit object is verified first with the far side's trusted keys; payloads
+already in the bucket are skipped (they are named by content); the others are uploaded piece by
+piece into one multipart upload each and completed only if every piece and the whole payload match
+(``verified_upload``); the commit object goes last, and only if the version is absent or identical.
+
+The medium layout is described in ``pieces.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys
+from .config import Source
+from .errors import BundleError, StoreError, VerificationError
+from .manifest import Manifest, Payload
+from .pieces import (
+    CHUNK,
+    DEFAULT_PIECE,
+    MAX_PIECES,
+    SUMS_NAME,
+    TMP_PREFIX,
+    MediumStore,
+    Piece,
+    PieceIndex,
+    check_piece_size,
+    fsync_dir,
+    hash_file,
+    index_path,
+    load_index,
+    medium_path,
+    piece_name,
+    piece_plan,
+    pieces_dir,
+    remove_pieces,
+    write_atomic,
+)
+from .progress import Progress, human
+from .records import write_record
+from .store import Store
+from .verified_upload import PieceSource, upload_verified
+from .versions import order
+
+Log = Callable[[str], None]
+FREE_SPACE_MARGIN = 1 << 20
+INDEX_BYTES_PER_PIECE = 160  # a generous estimate of one piece's line in the index and SHA256SUMS
+
+
+def latest_version(source: Source, store: Store) -> str:
+    committed = order(list_committed(source, store), source.version_order)
+    if not committed:
+        raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
+    return committed[-1].version
+
+
+def unique_payloads(manifest: Manifest) -> list[tuple[Payload, list[str]]]:
+    """Each payload once (parts may share one), with the names of the parts that use it."""
+    seen: dict[str, tuple[Payload, list[str]]] = {}
+    for p in manifest.parts:
+        seen.setdefault(p.payload.key, (p.payload, []))[1].append(p.name)
+    return list(seen.values())
+
+
+def _who_verified(trusted: Trusted) -> str:
+    if trusted.signer is None:
+        return "UNSIGNED (allow_unsigned)"
+    return trusted.signer + (" (key expired since; accepted)" if trusted.signer_expired else "")
+
+
+# -------------------------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    version: str
+    signer: str | None
+    exported: tuple[str, ...]  # payload keys on the medium
+    skipped: tuple[str, ...]  # payload keys left out because --since's version references them
+    pieces_written: int
+    pieces_kept: int
+    bytes_written: int
+
+
+@dataclass
+class _PayloadPlan:
+    payload: Payload
+    parts: list[str]
+    index: PieceIndex
+    kept_bytes: int  # bytes in pieces the index lists and that are on the medium at the right size
+
+
+class Exporter:
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        root: str,
+        log: Log,
+        *,
+        piece_size: int = DEFAULT_PIECE,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.root = os.path.abspath(root)
+        self.log = log
+        self.piece_size = check_piece_size(piece_size)
+        self.env = env
+
+    def export(self, version: str | None = None, since: str | None = None) -> ExportResult:
+        source = self.source
+        version = version or latest_version(source, self.store)
+        trusted = read_commit(source, self.store, version)
+        manifest = trusted.manifest
+        self.log(f"verified {manifest.name} {version}: signed by {_who_verified(trusted)}")
+        skip: set[str] = set()
+        if since is not None:
+            if since == version:
+                raise BundleError(f"--since {since} is the version being exported: there would be nothing to carry")
+            base = read_commit(source, self.store, since)
+            skip = {p.payload.key for p in base.manifest.parts}
+            self.log(f"--since {since}: leaving out the payloads that version references ({len(skip)})")
+
+        chosen = [(pl, parts) for pl, parts in unique_payloads(manifest) if pl.key not in skip]
+        skipped = tuple(pl.key for pl, _ in unique_payloads(manifest) if pl.key in skip)
+        os.makedirs(self.root, exist_ok=True)
+        plans = [self._plan(pl, parts) for pl, parts in chosen]
+        self._check_room(plans, len(trusted.commit_bytes))
+
+        written = kept = nbytes = 0
+        for plan in plans:
+            w, k, b = self._export_payload(plan)
+            written, kept, nbytes = written + w, kept + k, nbytes + b
+
+        target = medium_path(self.root, commit_key(source, version))
+        if _read(target) != trusted.commit_bytes:
+            write_atomic(target, trusted.commit_bytes)
+        self.log(
+            f"exported {manifest.name} {version} to {self.root}: {len(plans)} payload(s), "
+            f"{written} piece(s) written, {kept} kept from an earlier run"
+            + (f", {len(skipped)} left out (--since {since})" if skipped else "")
+        )
+        write_record(
+            self.store,
+            source,
+            "export",
+            manifest,
+            signer=trusted.signer,
+            log=self.log,
+            details={
+                "to": self.root,
+                "piece_size": self.piece_size,
+                "since": since,
+                "exported": [pl.key for pl, _ in chosen],
+                "left_out": list(skipped),
+                "pieces_written": written,
+                "pieces_kept": kept,
+            },
+            also=[MediumStore(self.root)],
+            env=self.env,
+        )
+        return ExportResult(version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, nbytes)
+
+    def _plan(self, payload: Payload, parts: list[str]) -> _PayloadPlan:
+        count = len(piece_plan(payload.size, self.piece_size))
+        if count > MAX_PIECES:
+            raise BundleError(
+                f"payload of part {', '.join(parts)} ({human(payload.size)}) needs {count} pieces of "
+                f"{human(self.piece_size)}; at most {MAX_PIECES} fit one multipart upload: choose a larger --piece-size"
+            )
+        fresh = PieceIndex(payload.sha256, payload.size, self.piece_size)
+        try:
+            index = load_index(self.root, payload.key)
+        except VerificationError as e:
+            self.log(f"warning: {e}; exporting that payload again")
+            index = None
+        if index is not None and (index.sha256, index.size, index.piece_size) != (
+            payload.sha256,
+            payload.size,
+            self.piece_size,
+        ):
+            self.log(f"payload {payload.sha256[:12]}… is on the medium in other pieces: writing it again")
+            remove_pieces(self.root, payload.key)
+            index = None
+        if index is None:
+            index = fresh
+        folder = pieces_dir(self.root, payload.key)
+        kept = 0
+        for p in index.pieces:
+            path = os.path.join(folder, p.name)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_size == p.size:
+                    kept += p.size
+        return _PayloadPlan(payload, parts, index, kept)
+
+    def _check_room(self, plans: list[_PayloadPlan], commit_size: int) -> None:
+        """Refuse before writing a byte when the medium cannot take what is left to write."""
+        need = FREE_SPACE_MARGIN + commit_size
+        for plan in plans:
+            pieces = len(piece_plan(plan.payload.size, self.piece_size))
+            need += plan.payload.size - plan.kept_bytes + 2 * INDEX_BYTES_PER_PIECE * pieces + 1024
+        free = shutil.disk_usage(self.root).free
+        if need > free:
+            raise BundleError(
+                f"not enough room on {self.root}: the export needs {human(need)} ({need} bytes), "
+                f"{human(free)} ({free} bytes) are free; nothing was written"
+            )
+
+    def _export_payload(self, plan: _PayloadPlan) -> tuple[int, int, int]:
+        payload = plan.payload
+        folder = pieces_dir(self.root, payload.key)
+        os.makedirs(folder, exist_ok=True)
+        for leftover in os.listdir(folder):
+            if leftover.startswith(TMP_PREFIX):  # a piece in progress when an earlier run was killed
+                os.unlink(os.path.join(folder, leftover))
+        label = f"payload {payload.sha256[:12]}… (part {', '.join(plan.parts)})"
+        index = plan.index
+        known = {p.number: p for p in index.pieces}
+        progress = Progress(f"export {label}", payload.size)
+        whole = hashlib.sha256()
+        written = kept = nbytes = 0
+        for number, (offset, length) in enumerate(piece_plan(payload.size, self.piece_size), 1):
+            path = os.path.join(folder, piece_name(number))
+            entry = known.get(number)
+            if entry is not None and (entry.offset, entry.size) == (offset, length) and _size_of(path) == length:
+                piece_hash, candidate = hashlib.sha256(), whole.copy()
+                hash_file(path, piece_hash, candidate, on_bytes=progress.add)
+                if piece_hash.hexdigest() == entry.sha256:
+                    whole, kept = candidate, kept + 1
+                    continue
+                self.log(f"{label}: piece {entry.name} on the medium does not match its index; writing it again")
+            digest = self._write_piece(payload, offset, length, folder, path, whole, progress)
+            index = index.with_piece(Piece(number, offset, length, digest))
+            write_atomic(index_path(self.root, payload.key), index.to_json_bytes())
+            written, nbytes = written + 1, nbytes + length
+        if whole.hexdigest() != payload.sha256:
+            remove_pieces(self.root, payload.key)
+            raise VerificationError(
+                f"{label}: the bytes read from {self.store.description} do not match the signed manifest's "
+                "SHA-256; its pieces were removed from the medium"
+            )
+        index = PieceIndex(index.sha256, index.size, index.piece_size, index.pieces, complete=True)
+        write_atomic(os.path.join(folder, SUMS_NAME), index.sha256sums().encode("ascii"))
+        write_atomic(index_path(self.root, payload.key), index.to_json_bytes())
+        progress.finish()
+        self.log(f"{label}: {written} piece(s) written, {kept} kept; SHA-256 of the whole payload verified")
+        return written, kept, nbytes
+
+    def _write_piece(
+        self,
+        payload: Payload,
+        offset: int,
+        length: int,
+        folder: str,
+        path: str,
+        whole: Any,
+        progress: Progress,
+    ) -> str:
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+        piece_hash = hashlib.sha256()
+        got = 0
+        reader = self.store.open_range(payload.key, payload.size, offset, offset + length)
+        try:
+            with open(tmp, "xb") as f:
+                while got < length:
+                    data = reader.read(min(CHUNK, length - got))
+                    if not data:
+                        break
+                    piece_hash.update(data)
+                    whole.update(data)
+                    f.write(data)
+                    got += len(data)
+                    progress.add(len(data))
+                f.flush()
+                os.fsync(f.fileno())
+            if got != length:
+                raise StoreError(f"{payload.key} ended at byte {offset + got} of {payload.size}")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        finally:
+            reader.close()
+        fsync_dir(folder)
+        return piece_hash.hexdigest()
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _size_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+# -------------------------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    version: str
+    signer: str | None
+    already_committed: bool
+    uploaded: tuple[str, ...]  # payload keys uploaded from the medium
+    present: tuple[str, ...]  # payload keys the bucket already held
+    pieces_uploaded: int
+    pieces_resumed: int
+
+
+class Importer:
+    def __init__(
+        self, source: Source, store: Store, root: str, log: Log, *, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.root = os.path.abspath(root)
+        self.medium = MediumStore(self.root) if os.path.isdir(root) else None
+        self.log = log
+        self.env = env
+
+    def versions(self) -> list[str]:
+        """Committed versions on the medium, oldest first (version_order)."""
+        if self.medium is None:
+            raise BundleError(f"--from {self.root} is not a folder")
+        found = order(list_committed(self.source, self.medium), self.source.version_order)
+        if not found:
+            raise BundleError(
+                f"no committed version of bundle {self.source.name} on {self.root} "
+                f"(looked for {self.source.key('<version>', 'manifest.json.asc')})"
+            )
+        return [c.version for c in found]
+
+    def import_all(self, version: str | None = None) -> list[ImportResult]:
+        on_medium = self.versions()
+        if version is not None and version not in on_medium:
+            raise BundleError(f"version {version} is not on {self.root} (it holds {', '.join(on_medium)})")
+        return [self.import_version(v) for v in ([version] if version else on_medium)]
+
+    def import_version(self, version: str) -> ImportResult:
+        assert self.medium is not None
+        source = self.source
+        key = commit_key(source, version)
+        data = self.medium.get_bytes(key)
+        if data is None:
+            raise BundleError(f"version {version} is not on {self.root}")
+        trusted = trust_commit(source, data, version, keys=trusted_keys(source))  # signature first
+        manifest = trusted.manifest
+        self.log(f"verified {manifest.name} {version} on {self.root}: signed by {_who_verified(trusted)}")
+        existing = self.store.get_bytes(key)
+        if existing is not None:
+            if existing != data:
+                raise BundleError(
+                    f"version {version} is already committed in {self.store.description} with another commit "
+                    "object; refused (prune it there first if it should be replaced)"
+                )
+            self.log(f"version {version} is already committed in {self.store.description}: nothing to import")
+            return ImportResult(version, trusted.signer, True, (), (), 0, 0)
+
+        todo: list[tuple[Payload, list[str], PieceIndex]] = []
+        present: list[str] = []
+        problems: list[str] = []
+        for payload, parts in unique_payloads(manifest):
+            info = self.store.head(payload.key)
+            if info is not None and info.size == payload.size:
+                present.append(payload.key)
+                continue
+            try:
+                todo.append((payload, parts, self._medium_index(payload, parts)))
+            except BundleError as e:
+                problems.append(str(e))
+        if problems:
+            raise BundleError(f"nothing was imported: {'; '.join(problems)}")
+        for key_ in present:
+            self.log(f"payload {key_.rsplit('/', 1)[-1][:12]}… is already in {self.store.description}: skipped")
+
+        uploaded = resumed = 0
+        for payload, parts, index in todo:
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            outcome = upload_verified(
+                self.store,
+                payload.key,
+                payload.size,
+                payload.sha256,
+                self._piece_sources(payload, index),
+                self.log,
+                label=label,
+            )
+            self.log(
+                f"{label}: {outcome.uploaded} piece(s) uploaded, {outcome.resumed} resumed from an interrupted "
+                "upload; every piece and the payload's SHA-256 verified"
+            )
+            uploaded, resumed = uploaded + outcome.uploaded, resumed + outcome.resumed
+
+        self._commit(key, data, version)
+        self.log(
+            f"imported {manifest.name} {version} into {self.store.description}: {len(todo)} payload(s) uploaded, "
+            f"{len(present)} already there"
+        )
+        write_record(
+            self.store,
+            source,
+            "import",
+            manifest,
+            signer=trusted.signer,
+            log=self.log,
+            details={
+                "from": self.root,
+                "uploaded": [p.key for p, _, _ in todo],
+                "present": present,
+                "pieces_uploaded": uploaded,
+                "pieces_resumed": resumed,
+            },
+            env=self.env,
+        )
+        return ImportResult(
+            version, trusted.signer, False, tuple(p.key for p, _, _ in todo), tuple(present), uploaded, resumed
+        )
+
+    def _medium_index(self, payload: Payload, parts: list[str]) -> PieceIndex:
+        where = f"payload of part {', '.join(parts)}"
+        index = load_index(self.root, payload.key)
+        if index is None:
+            raise BundleError(
+                f"{where} is neither on {self.root} nor in {self.store.description} "
+                "(a medium exported with --since needs that version imported first)"
+            )
+        path = index_path(self.root, payload.key)
+        if (index.sha256, index.size) != (payload.sha256, payload.size):
+            raise VerificationError(f"{path} describes another payload than the signed manifest")
+        index.check_complete(path)
+        folder = pieces_dir(self.root, payload.key)
+        for piece in index.pieces:
+            size = _size_of(os.path.join(folder, piece.name))
+            if size is None:
+                raise VerificationError(f"{where}: piece {piece.name} is missing from {folder}")
+            if size != piece.size:
+                raise VerificationError(
+                    f"{where}: piece {piece.name} in {folder} is {size} bytes where its index says {piece.size}"
+                )
+        return index
+
+    def _piece_sources(self, payload: Payload, index: PieceIndex) -> list[PieceSource]:
+        folder = pieces_dir(self.root, payload.key)
+
+        def opener(path: str, size: int) -> Callable[[], BinaryIO]:
+            def open_piece() -> BinaryIO:
+                f = open(path, "rb")  # noqa: SIM115 - the uploader closes it
+                if os.fstat(f.fileno()).st_size != size:
+                    f.close()
+                    raise VerificationError(f"piece {path} changed size during the import")
+                return f
+
+            return open_piece
+
+        return [
+            PieceSource(
+                p.number,
+                p.size,
+                p.sha256,
+                f"piece {p.name} ({os.path.join(folder, p.name)})",
+                opener(os.path.join(folder, p.name), p.size),
+            )
+            for p in index.pieces
+        ]
+
+    def _commit(self, key: str, data: bytes, version: str) -> None:
+        try:
+            self.store.put_bytes(key, data, only_if_absent=True)
+        except StoreError as e:
+            if "already exists" not in str(e):
+                raise
+            if self.store.get_bytes(key) != data:
+                raise BundleError(
+                    f"version {version} was committed in {self.store.description} with another commit object "
+                    "while this import ran"
+                ) from None

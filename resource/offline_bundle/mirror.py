@@ -1,0 +1,178 @@
+"""``mirror``: committed versions copied store to store, for automated cross-domain links.
+
+Each version's commit object is verified with the far side's trusted keys (what its gets will
+demand) before anything of that version is written there; payloads the far side already holds are
+skipped (they are named by content), the others are streamed from A to B part by part, hashed on
+the way, into a multipart upload that is completed only when the payload's SHA-256 matches the
+signed manifest; the commit object goes last. A version that fails is reported and the others go
+on: one bad version must not hold back the rest, and the exit status still says something failed.
+
+Memory holds one multipart part (``choose_part_size``: 8 MiB up to ~70 GiB payloads); nothing is
+written to local disk. An interrupted payload resumes from the parts already in B (each checked
+by reading its range from A again); a version's commit object is never written before its payloads.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .commit import commit_key, list_committed, trust_commit, trusted_keys
+from .config import Source
+from .errors import BundleError, ConfigError, StoreError
+from .manifest import Payload
+from .media import unique_payloads
+from .records import write_record
+from .store import Store, choose_part_size
+from .verified_upload import PieceSource, upload_verified
+from .versions import order
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MirrorResult:
+    copied: tuple[str, ...]
+    present: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]  # (version, reason)
+    payloads_copied: int
+    payloads_present: int
+
+
+class Mirror:
+    def __init__(
+        self,
+        src: Source,
+        src_store: Store,
+        dst: Source,
+        dst_store: Store,
+        log: Log,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if (src.name, src.prefix) != (dst.name, dst.prefix):
+            raise ConfigError(
+                "--from-config and --to-config must name the same bundle with the same prefix: "
+                "the signed manifest names its payloads' keys"
+            )
+        if (src.endpoint, src.bucket) == (dst.endpoint, dst.bucket):
+            raise ConfigError("--from-config and --to-config point at the same bucket")
+        self.src, self.src_store, self.dst, self.dst_store = src, src_store, dst, dst_store
+        self.log = log
+        self.env = env
+        # The far side's trust decides what lands there; its own config may only sign (a put side).
+        self.keys = trusted_keys(dst) or trusted_keys(src)
+        if not self.keys and not dst.allow_unsigned:
+            raise ConfigError("mirror verifies every version before writing it: set trusted_public_keys in --to-config")
+
+    def run(self, *, keep: int | None = None, version: str | None = None) -> MirrorResult:
+        if keep is not None and keep < 1:
+            raise ConfigError("--keep must be at least 1")
+        ordered = [c.version for c in order(list_committed(self.src, self.src_store), self.src.version_order)]
+        if version is not None:
+            if version not in ordered:
+                raise BundleError(f"version {version} is not committed in {self.src_store.description}")
+            ordered = [version]
+        elif keep is not None:
+            ordered = ordered[-keep:]
+        if not ordered:
+            raise BundleError(f"bundle {self.src.name} has no committed version in {self.src_store.description}")
+
+        copied: list[str] = []
+        present: list[str] = []
+        failed: list[tuple[str, str]] = []
+        counts = [0, 0]
+        for v in ordered:
+            try:
+                outcome = self._mirror_version(v, counts)
+            except BundleError as e:
+                failed.append((v, str(e)))
+                self.log(f"error: version {v}: {e}")
+                continue
+            (copied if outcome else present).append(v)
+        self.log(
+            f"mirror {self.src.name}: {len(copied)} version(s) copied, {len(present)} already there, "
+            f"{len(failed)} failed; {counts[0]} payload(s) copied, {counts[1]} already there"
+        )
+        return MirrorResult(tuple(copied), tuple(present), tuple(failed), counts[0], counts[1])
+
+    def _mirror_version(self, version: str, counts: list[int]) -> bool:
+        """True if copied, False if the far side already had it."""
+        key = commit_key(self.src, version)
+        data = self.src_store.get_bytes(key)
+        if data is None:
+            raise BundleError(f"the commit object disappeared from {self.src_store.description}")
+        existing = self.dst_store.get_bytes(key)
+        if existing == data:
+            self.log(f"version {version} is already in {self.dst_store.description}: skipped")
+            return False
+        if existing is not None:
+            raise BundleError(f"{self.dst_store.description} holds another commit object for it; not replaced")
+        trusted = trust_commit(self.dst, data, version, keys=self.keys)
+        signer = trusted.signer or "UNSIGNED (allow_unsigned)"
+        self.log(f"verified {self.src.name} {version}: signed by {signer}")
+        copied: list[str] = []
+        present: list[str] = []
+        for payload, parts in unique_payloads(trusted.manifest):
+            info = self.dst_store.head(payload.key)
+            if info is not None and info.size == payload.size:
+                present.append(payload.key)
+                continue
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            outcome = upload_verified(
+                self.dst_store,
+                payload.key,
+                payload.size,
+                payload.sha256,
+                self._ranges(payload),
+                self.log,
+                label=label,
+            )
+            self.log(f"{label}: copied ({outcome.uploaded} part(s) sent, {outcome.resumed} resumed), SHA-256 verified")
+            copied.append(payload.key)
+        counts[0] += len(copied)
+        counts[1] += len(present)
+        try:
+            self.dst_store.put_bytes(key, data, only_if_absent=True)
+        except StoreError as e:
+            if "already exists" not in str(e) or self.dst_store.get_bytes(key) != data:
+                raise
+        self.log(f"mirrored {self.src.name} {version}: {len(copied)} payload(s) copied, {len(present)} already there")
+        write_record(
+            self.dst_store,
+            self.dst,
+            "mirror",
+            trusted.manifest,
+            signer=trusted.signer,
+            log=self.log,
+            details={"from": self.src_store.description, "copied": copied, "present": present},
+            env=self.env,
+        )
+        return True
+
+    def _ranges(self, payload: Payload) -> list[PieceSource]:
+        part = choose_part_size(payload.size)
+
+        def opener(start: int, end: int) -> Callable[[], BinaryIO]:
+            def read_range() -> BinaryIO:
+                buf = io.BytesIO()  # one multipart part in memory: botocore needs a body it can rewind
+                reader = self.src_store.open_range(payload.key, payload.size, start, end)
+                try:
+                    while buf.tell() < end - start:
+                        data = reader.read(end - start - buf.tell())
+                        if not data:
+                            raise StoreError(f"{payload.key} ended at byte {start + buf.tell()} of {payload.size}")
+                        buf.write(data)
+                finally:
+                    reader.close()
+                buf.seek(0)
+                return buf
+
+            return read_range
+
+        return [
+            PieceSource(n, min(part, payload.size - off), None, f"part {n}", opener(off, min(payload.size, off + part)))
+            for n, off in enumerate(range(0, payload.size, part), 1)
+        ]

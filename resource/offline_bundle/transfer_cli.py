@@ -1,0 +1,149 @@
+"""The carrying commands of ``offline-bundle``: ``export``, ``import``, ``mirror`` and ``records``.
+
+Kept apart from ``cli.py`` so the transfer features register themselves with one call; the
+commands are thin: parse, build the stores, run ``media``/``mirror``/``records``, print a summary
+on stdout (logs, progress and the records' lines go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .config import Source, parse_source
+from .errors import ConfigError
+from .names import check_name
+from .pieces import DEFAULT_PIECE, MediumStore, parse_size
+from .protocol import Redactor
+from .store import S3Store
+
+Log = Callable[[str], None]
+# Variables that are not source keys and so may stay set while mirror reads only its two files.
+_NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES")
+
+
+def _version(value: str | None, what: str) -> str | None:
+    return check_name(value, what) if value is not None else None
+
+
+def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
+    from .cli import source_from
+    from .media import Exporter
+
+    source = source_from(args)
+    redact.add(source.secret_values())
+    piece_size = parse_size(args.piece_size) if args.piece_size else DEFAULT_PIECE
+    exporter = Exporter(source, S3Store(source), args.to, log, piece_size=piece_size)
+    r = exporter.export(_version(args.version, "--version"), _version(args.since, "--since"))
+    print(f"{source.name} {r.version} -> {exporter.root}: signer {r.signer or 'UNSIGNED'}")
+    print(
+        f"payloads: {len(r.exported)} on the medium ({r.pieces_written} piece(s) written, {r.pieces_kept} kept)"
+        + (f", {len(r.skipped)} left out (--since {args.since})" if r.skipped else "")
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
+    from .cli import source_from
+    from .media import Importer
+
+    source = source_from(args)
+    redact.add(source.secret_values())
+    importer = Importer(source, S3Store(source), args.from_, log)
+    for r in importer.import_all(_version(args.version, "--version")):
+        if r.already_committed:
+            print(f"{source.name} {r.version}: already committed, nothing imported")
+        else:
+            print(
+                f"{source.name} {r.version}: signer {r.signer or 'UNSIGNED'}; {len(r.uploaded)} payload(s) uploaded "
+                f"({r.pieces_uploaded} piece(s) sent, {r.pieces_resumed} resumed), {len(r.present)} already there"
+            )
+    return 0
+
+
+def _mirror_source(path: str, what: str) -> Source:
+    """One of mirror's two configs: only its file counts (a variable could not say which side it meant)."""
+    from .cli import load_config
+
+    stray = sorted(k for k in os.environ if k.startswith("OFFLINE_BUNDLE_") and k not in _NOT_SOURCE_VARIABLES)
+    if stray:
+        raise ConfigError(f"mirror reads its two config files only; unset {', '.join(stray)}")
+    return parse_source(load_config(path, {}), where=what)
+
+
+def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
+    from .mirror import Mirror
+
+    src = _mirror_source(args.from_config, "from-config")
+    dst = _mirror_source(args.to_config, "to-config")
+    redact.add(src.secret_values() + dst.secret_values())
+    mirror = Mirror(src, S3Store(src), dst, S3Store(dst), log)
+    r = mirror.run(keep=args.keep, version=_version(args.version, "--version"))
+    print(
+        f"{src.name}: {len(r.copied)} version(s) copied ({', '.join(r.copied) or 'none'}), "
+        f"{len(r.present)} already there; {r.payloads_copied} payload(s) copied, {r.payloads_present} already there"
+    )
+    if r.failed:
+        for version, reason in r.failed:
+            print(f"FAILED {version}: {reason}")
+        log(f"error: mirror: {len(r.failed)} of {len(r.failed) + len(r.copied) + len(r.present)} version(s) failed")
+        return 1
+    return 0
+
+
+def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
+    from .cli import source_from
+    from .records import describe, list_records
+
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    store = MediumStore(args.from_dir) if args.from_dir else S3Store(source)
+    found = list_records(source, store, version=_version(args.version, "--version"))
+    for rec in found:
+        if rec.doc is None:
+            log(f"warning: {rec.key} is not a readable record")
+        elif args.json:
+            print(json.dumps(rec.doc, separators=(",", ":"), sort_keys=True))
+        else:
+            print(describe(rec.doc))
+    if not found:
+        log(f"no records of bundle {source.name} in {store.description}")
+    return 0
+
+
+def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register export, import, mirror and records on the ``offline-bundle`` subparsers."""
+    sp = sub.add_parser("export", help="copy a committed version to removable media, in pieces with a hash each")
+    with_config(sp)
+    sp.add_argument("--to", required=True, metavar="DIR", help="the medium (a folder; created if missing)")
+    sp.add_argument("--version", dest="version", metavar="V", help="the version to export (default: the latest)")
+    sp.add_argument(
+        "--piece-size",
+        metavar="SIZE",
+        help="largest piece, 5MiB to 5GiB (default 4000MiB, under FAT32's 4 GiB limit)",
+    )
+    sp.add_argument("--since", metavar="V0", help="leave out the payloads V0 references (the far side has V0)")
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("import", help="upload the versions on a medium into the bucket, verified, commit last")
+    with_config(sp)
+    sp.add_argument("--from", dest="from_", required=True, metavar="DIR", help="the medium written by export")
+    sp.add_argument("--version", dest="version", metavar="V", help="import only this version (default: all)")
+    sp.set_defaults(func=cmd_import)
+
+    sp = sub.add_parser("mirror", help="copy committed versions from one store to another, verified, commit last")
+    sp.add_argument("--from-config", required=True, metavar="A.yml", help="source keys of the store to copy from")
+    sp.add_argument("--to-config", required=True, metavar="B.yml", help="source keys of the store to copy to")
+    sp.add_argument("--keep", type=int, metavar="N", help="only the newest N versions (version_order of A)")
+    sp.add_argument("--version", dest="version", metavar="V", help="only this version")
+    sp.set_defaults(func=cmd_mirror)
+
+    sp = sub.add_parser("records", help="the transfer records of a bundle (export, import, mirror, get, publish)")
+    with_config(sp)
+    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout (a medium)")
+    sp.add_argument("--version", dest="version", metavar="V", help="only records of this version")
+    sp.add_argument("--json", action="store_true", help="each record as its JSON object, one per line")
+    sp.set_defaults(func=cmd_records)
