@@ -237,7 +237,11 @@ def _list_parts(store: S3Store, key: str, upload_id: str) -> dict[int, tuple[int
 def _resume_or_start(
     store: S3Store, key: str, pieces: Sequence[PieceSource], log: Log, label: str
 ) -> tuple[str, dict[int, tuple[int, str]]]:
-    """The newest interrupted upload of ``key`` whose parts fit these pieces, or a new upload."""
+    """The newest interrupted upload of ``key`` and its parts that fit these pieces, or a new upload.
+
+    A part of another size (a cut-off upload, another piece size) is simply uploaded again under its
+    number; parts beyond the pieces are left out of the completion, which discards them.
+    """
     try:
         uploads = [u for u in store.list_uploads(key) if u.key == key]
     except StoreError:
@@ -246,13 +250,13 @@ def _resume_or_start(
         newest = max(uploads, key=lambda u: u.initiated)
         sizes = {p.number: p.size for p in pieces}
         try:
-            parts = _list_parts(store, key, newest.upload_id)
+            listed = _list_parts(store, key, newest.upload_id)
         except Exception:  # noqa: BLE001 - gone meanwhile, or not listable: start afresh
-            parts = None
-        if parts is not None and all(sizes.get(n) == s for n, (s, _e) in parts.items()):
+            listed = None
+        if listed is not None:
+            parts = {n: part for n, part in listed.items() if sizes.get(n) == part[0]}
             log(f"{label}: resuming an interrupted upload ({len(parts)} of {len(pieces)} part(s) already there)")
             return newest.upload_id, parts
-        _abort(store, key, newest.upload_id)
     try:
         r = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # type: ignore[attr-defined]
     except Exception as e:  # noqa: BLE001
