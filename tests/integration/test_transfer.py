@@ -38,6 +38,8 @@ PIECE = 64 * MiB
 BIG = 300 * 1000 * 1000  # the issue's 300 MB bundle
 SMALL_BIG = 12 * MiB + 5  # the large part of the quick bundles: three 5 MiB pieces
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The S3 secrets of every config this module writes (the far store's are not in the suite-wide audit).
+SECRETS: set[str] = set()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -78,6 +80,7 @@ class Side:
             use_writer_identity=identity == "writer",
             **extra,
         )
+        SECRETS.add(source["secret_access_key"])
         path = self.folder / f"{self.bucket}-{name}.yml"
         path.write_text(yaml.safe_dump(source))
         path.chmod(0o600)
@@ -132,9 +135,15 @@ def argv(*args: str | Path) -> list[str]:
     return [str(venv_bin() / "offline-bundle"), *(str(a) for a in args)]
 
 
+def recorded(*texts: str) -> None:
+    """Into the suite-wide secrets audit, and checked here against this module's S3 secrets."""
+    record_output(*texts)
+    assert not [s for s in SECRETS for t in texts if s in t], "an S3 secret was printed"
+
+
 def cli(*args: str | Path, tmpdir: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv(*args), env=cli_env(tmpdir), capture_output=True, text=True, timeout=600)
-    record_output(proc.stdout, proc.stderr)
+    recorded(proc.stdout, proc.stderr)
     if ok:
         assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -233,7 +242,7 @@ def run_watched(*args: str | Path, medium: Path, tmpdir: Path) -> tuple[subproce
     samples = watch(proc, medium, tmpdir)
     reader.join()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out["stdout"], out["stderr"])
-    record_output(done.stdout, done.stderr)
+    recorded(done.stdout, done.stderr)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     return done, samples
 
@@ -253,7 +262,7 @@ def start_and_kill_when(args: list[str | Path], tmpdir: Path, ready: Any, timeou
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and any gpg it started: its own process group
         proc.wait()
-        record_output(log.read_text())
+        recorded(log.read_text())
 
 
 # ----------------------------------------------------------------------------------------- the bundles
@@ -345,7 +354,8 @@ def test_a_300mb_bundle_goes_across_in_64mib_pieces_with_bounded_disk_use(
     assert samples.max_file <= PIECE
     assert samples.max_medium_bytes <= final + 64 * 1024
     assert samples.max_tmpdir_bytes < MiB
-    assert samples.max_rss < 250 * MiB, f"export held {samples.max_rss / MiB:.0f} MiB"
+    # Memory: the interpreter and boto3 take ~50 MiB; a piece held in memory would add 64 MiB more.
+    assert samples.max_rss < 100 * MiB, f"export held {samples.max_rss / MiB:.0f} MiB"
 
     # Import into the far store: nothing written locally, the medium untouched.
     far_side = Side(far, new_bucket(far), gpg_keys, tmp_path)
@@ -355,7 +365,7 @@ def test_a_300mb_bundle_goes_across_in_64mib_pieces_with_bounded_disk_use(
     assert "2 payload(s) uploaded (6 piece(s) sent, 0 resumed), 0 already there" in run.stdout, run.stdout
     assert isamples.count > 20 and not isamples.medium_changed
     assert isamples.max_tmpdir_bytes < MiB
-    assert isamples.max_rss < 250 * MiB, f"import held {isamples.max_rss / MiB:.0f} MiB"
+    assert isamples.max_rss < 100 * MiB, f"import held {isamples.max_rss / MiB:.0f} MiB"
     for part in ("big", "small"):
         p = payload(big_bundle.manifest, part)
         assert far_side.sha256_of(p["key"]) == p["sha256"] == big_bundle.side.sha256_of(p["key"])
