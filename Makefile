@@ -9,7 +9,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 LINT_PATHS = $(wildcard resource tests bench)
 
-.PHONY: all install system-deps lint test demo clean distclean
+.PHONY: all install system-deps lint test demo bench bench-plot clean distclean
 
 all: test
 
@@ -37,6 +37,21 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+# Benchmark of issue 3 (docs/benchmarks.md): BENCH_GB=2 BENCH_RUNS=3 BENCH_SKIP_SMALL=1 BENCH_PROFILE=1 ...
+# The bench's own tools (matplotlib, py-spy) go into the same venv, re-installed when their list changes.
+BENCH_STAMP = $(VENV)/.bench-installed
+
+$(BENCH_STAMP): bench/requirements.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+# docs/benchmarks.png and the figures in docs/benchmarks.md from the newest result per size.
+bench-plot: $(BENCH_STAMP)
+	MPLBACKEND=Agg $(BIN)/python bench/plot.py
 
 # Build and cache artefacts; keeps the venv (recreating it means a full PyPI download).
 clean:
