@@ -25,5 +25,10 @@ def test_no_secret_in_any_output_of_the_whole_suite(gpg_keys: GpgKeys, seaweed: 
         if key.passphrase:
             secrets.append(key.passphrase)
         secrets.extend(ln for ln in key.secret_armored.splitlines() if len(ln) >= 16 and not ln.startswith("-----"))
-    leaks = [(i, s[:6]) for i, text in enumerate(RECORDED_OUTPUTS) for s in secrets if s in text]
-    assert not leaks, f"{len(leaks)} secret value(s) found in recorded outputs (indexes, secret prefixes): {leaks[:5]}"
+    leaks = []
+    for text in RECORDED_OUTPUTS:
+        for s in secrets:
+            if s in text:
+                at = text.index(s)
+                leaks.append(text[max(0, at - 120) : at].replace("\n", " | ") + "<SECRET>")
+    assert not leaks, f"{len(leaks)} secret value(s) in recorded outputs; before the first: {leaks[0]!r}"

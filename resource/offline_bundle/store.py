@@ -18,9 +18,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from .errors import StoreError, VerificationError
 
+T = TypeVar("T")
 MiB = 1 << 20
 MIN_PART = 8 * MiB
 MAX_PART = 5 * 1024 * MiB
@@ -318,6 +320,42 @@ class _DirWriter(BlobWriter):
 # ---------------------------------------------------------------------------------------------- S3
 
 
+OUTAGE_SECONDS_PER_ATTEMPT = 10
+
+
+def _ride_out_outage(call: Callable[[], T]) -> T:
+    """Repeat ``call`` while the store cannot be reached, for about 10 s per configured attempt.
+
+    botocore's own retries share a quota between threads, which parallel part uploads can use up
+    within seconds of a store restart; a part that waits here costs nothing but time, and the
+    upload (with the parts already stored) goes on when the store is back.
+    """
+    import time
+
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    deadline: float | None = None
+    while True:
+        try:
+            return call()
+        except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError) as e:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + OUTAGE_SECONDS_PER_ATTEMPT * max_attempts()
+                sys.stderr.write(
+                    f"the store cannot be reached ({e.__class__.__name__}); retrying for up to "
+                    f"{int(deadline - now)} s\n"
+                )
+            if now >= deadline:
+                raise
+            time.sleep(min(5.0, deadline - now))
+
+
 class _Uploader:
     """Parallel multipart upload with a bounded number of parts in flight."""
 
@@ -344,8 +382,10 @@ class _Uploader:
 
         def run() -> None:
             try:
-                resp = self.client.upload_part(  # type: ignore[attr-defined]
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+                resp = _ride_out_outage(
+                    lambda: self.client.upload_part(  # type: ignore[attr-defined]
+                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+                    )
                 )
                 with self._lock:
                     self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
@@ -642,7 +682,7 @@ class _ResumingReader(io.RawIOBase):
         if self._etag:
             kwargs["IfMatch"] = self._etag
         try:
-            r = self._store.client.get_object(**kwargs)  # type: ignore[attr-defined]
+            r = _ride_out_outage(lambda: self._store.client.get_object(**kwargs))  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"downloading {self._key}") from None
         if not self._checked:

@@ -40,6 +40,9 @@ _START_ATTEMPTS = 3
 _PORT_CLASH_MARKERS = ("Port allocation failed", "address already in use", "is not available")
 
 
+READY_BUCKET = "ready-probe"
+
+
 def _bind_free_port(socks: list[socket.socket], port: int = 0) -> int | None:
     """Bind 127.0.0.1:port and keep the socket open in ``socks``.
 
@@ -301,9 +304,15 @@ class SeaweedServer:
                 if not http_ok:
                     requests.get(self.endpoint, timeout=1)
                     http_ok = True
-                self.client(
-                    connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"}
-                ).list_buckets()
+                probe = self.client(
+                    connect_timeout=1, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"}
+                )
+                names = [b["Name"] for b in probe.list_buckets().get("Buckets", [])]
+                # After a restart the S3 port answers before the volume server takes writes again:
+                # ready means an object can be written.
+                if READY_BUCKET not in names:
+                    probe.create_bucket(Bucket=READY_BUCKET)
+                probe.put_object(Bucket=READY_BUCKET, Key="probe", Body=b"ready")
                 return
             except Exception as exc:  # any failure here just means "not yet"
                 last_error = f"{type(exc).__name__}: {exc}"
