@@ -15,6 +15,8 @@ How, without strace or cgroups:
 * Disk writes: ``write_bytes`` of /proc/<pid>/io, read from the command while it is a zombie
   (not yet reaped): the kernel has by then folded in the counts of every descendant that was
   reaped inside the tree; daemons re-parented here are read the same way before reaping.
+* stderr goes to the log with each line stamped with the seconds since the start, so that the
+  phases of a run (streaming done, commit) can be read off afterwards.
 * Temporary files: each sample also walks the given folders (the command's TMPDIR and HOME) and
   keeps the largest total size and the largest single file seen.
 """
@@ -32,6 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -155,6 +158,7 @@ class Measurement:
     tmp_largest_file_bytes: int = 0
     tmp_largest_file: str = ""
     leftover_processes: list[str] = field(default_factory=list)
+    phases: dict[str, float | None] = field(default_factory=dict)  # filled in by the caller from the log
 
     @property
     def cpu_s(self) -> float:
@@ -179,14 +183,26 @@ class _Sampler(threading.Thread):
         self.tmp_total = self.tmp_largest = 0
         self.tmp_where = ""
         self.lock = threading.Lock()
+        procs = snapshot()
+        inside = set(descendants(procs, os.getpid(), exclude))
+        self.foreign = set(procs) - inside - {os.getpid()}
 
     def sample(self) -> None:
         with self.lock:
             self._sample()
 
     def _sample(self) -> None:
-        procs = snapshot()
+        # Only processes not yet known to be outside the tree are read: an outside process never
+        # joins it (re-parenting to this subreaper happens only to its own descendants), and
+        # reading every process of the machine every 50 ms would cost a fifth of a core.
+        procs: dict[int, ProcInfo] = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in self.foreign:
+                info = read_proc(int(name))
+                if info is not None:
+                    procs[int(name)] = info
         tree = descendants(procs, os.getpid(), self.exclude)
+        self.foreign.update(set(procs) - set(tree) - {os.getpid()})
         rss = sum(procs[p].rss for p in tree)
         self.samples += 1
         if rss > self.peak_rss:
@@ -202,6 +218,7 @@ class _Sampler(threading.Thread):
                 self.tmp_largest, self.tmp_where = largest, where
 
     def run(self) -> None:
+        _helper_thread()
         while not self.stop_event.is_set():
             self.sample()
             self.stop_event.wait(self.interval)
@@ -231,17 +248,21 @@ def measure(
     server_cpu0 = cpu_seconds_of(server_pid) if server_pid else 0.0
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = _Sampler(exclude_pids, interval, watch)
-    with stdout.open("wb") as out, stderr.open("wb") as err:
+    out, err = stdout.open("wb"), stderr.open("wb")
+    try:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=out,
-            stderr=err,
+            stderr=subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
         )
         sampler.start()
+        assert proc.stderr is not None
+        stamper = threading.Thread(target=_stamp_lines, args=(proc.stderr, err, t0), name="stderr", daemon=True)
+        stamper.start()
         if stdin is not None:
             assert proc.stdin is not None
             with contextlib.suppress(BrokenPipeError):
@@ -249,13 +270,20 @@ def measure(
             proc.stdin.close()
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
         wall = time.monotonic() - t0
-    sampler.sample()  # the zombie's last moment still shows the rest of the tree
-    written = write_bytes(proc.pid)  # includes every descendant it reaped
-    _pid, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    leftovers = reap_orphans(exclude_pids | {proc.pid}, linger)
-    sampler.stop_event.set()
-    sampler.join()
+        sampler.sample()  # the zombie's last moment still shows the rest of the tree
+        written = write_bytes(proc.pid)  # includes every descendant it reaped
+        _pid, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        leftovers = reap_orphans(exclude_pids | {proc.pid}, linger)
+        sampler.stop_event.set()
+        sampler.join()
+        stamper.join(timeout=10)  # EOF once every process of the run is gone
+    except BaseException:
+        kill_tree(exclude_pids)  # interrupted (Ctrl-C, SIGTERM): leave nothing of the run behind
+        raise
+    finally:
+        out.close()
+        err.close()
     written += sum(w for _name, w in leftovers.values())
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return Measurement(
@@ -274,6 +302,28 @@ def measure(
         tmp_largest_file=sampler.tmp_where,
         leftover_processes=[name for name, _w in leftovers.values() if name.startswith("!")],
     )
+
+
+def kill_tree(exclude: set[int]) -> None:
+    """SIGKILL every descendant of this process but the excluded ones (and their own children)."""
+    procs = snapshot()
+    for pid in descendants(procs, os.getpid(), exclude):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reap_orphans(exclude, linger=0)
+
+
+def _helper_thread() -> None:
+    """Signals go to the main thread, so that Ctrl-C or SIGTERM interrupts its wait at once."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _stamp_lines(pipe: IO[bytes], sink: IO[bytes], t0: float) -> None:
+    """Copy the command's stderr to the log, each line prefixed with seconds since its start."""
+    _helper_thread()
+    for line in iter(pipe.readline, b""):
+        sink.write(f"{time.monotonic() - t0:9.3f} ".encode() + line)
+    pipe.close()
 
 
 def reap_orphans(exclude: set[int], linger: float) -> dict[int, tuple[str, int]]:
@@ -295,7 +345,9 @@ def reap_orphans(exclude: set[int], linger: float) -> dict[int, tuple[str, int]]
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
             elif time.monotonic() > deadline:
-                found[pid] = ("!" + procs[pid].comm + " " + cmdline(pid), 0)
+                if pid not in found:
+                    found[pid] = ("!" + procs[pid].comm + " " + cmdline(pid), 0)
+                late = time.monotonic() > deadline + 2
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, signal.SIGKILL if late else signal.SIGTERM)
         time.sleep(0.05)

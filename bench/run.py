@@ -32,6 +32,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -351,6 +352,23 @@ class Bench:
         )
         return m
 
+    def phases(self, name: str) -> dict[str, float | None]:
+        """When the run's progress started, reached 100 %, and its last stderr line (stamped logs)."""
+        first = done = last = None
+        path = self.work / "logs" / f"{self.seq:03d}-{name}.err"
+        for line in path.read_text(errors="replace").splitlines():
+            stamp, _, text = line.strip().partition(" ")
+            try:
+                t = float(stamp)
+            except ValueError:
+                continue
+            last = t
+            if "%)" in text and first is None:
+                first = t
+            if "(100%)" in text and done is None:
+                done = t
+        return {"first_progress_s": first, "progress_100_s": done, "last_stderr_line_s": last}
+
     def stdout_json(self, name: str) -> Any:
         return json.loads((self.work / "logs" / f"{self.seq:03d}-{name}.out").read_text())
 
@@ -376,6 +394,7 @@ class Bench:
             stdin=json.dumps(request).encode(),
             watch=(tmp, home),
         )
+        m.phases = self.phases("project-out")
         answer = self.stdout_json("project-out")
         assert answer["version"] == {"version": version}, answer
         shutil.rmtree(home)
@@ -402,6 +421,7 @@ class Bench:
             stdin=json.dumps(request).encode(),
             watch=(tmp, home),
         )
+        m.phases = self.phases("project-in")
         sums = (dest / "SHA256SUMS").read_text().splitlines()
         if len(sums) != expect_files:
             raise ContenderFailed(f"project-in: SHA256SUMS lists {len(sums)} files, expected {expect_files}")
@@ -864,6 +884,10 @@ def main() -> int:
         print("bench: run `make install` first (or use `make bench`)", file=sys.stderr)
         return 2
     proctree.become_subreaper()
+    # Stop cleanly (server stopped, work folder removed) on Ctrl-C and on SIGTERM, even when started
+    # in the background, where a shell sets SIGINT to "ignore".
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench()
     free = shutil.disk_usage(bench.work.parent if not bench.work.exists() else bench.work).free
     need = 5 * bench.data_bytes
