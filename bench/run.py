@@ -547,25 +547,29 @@ gpgconf --kill all
         return sample
 
     def rounds(self) -> None:
+        """Each round: the three contenders in turn (a different one first each round), each one's
+        up then down in its own bucket, dropped straight after: the store never holds more than one
+        payload, which keeps an 8 GiB run within the disk of a small machine."""
         files = len(self.layout)
+        pairs = (("project-out", "project-in"), ("baseline-up", "baseline-down"), ("floor-up", "floor-down"))
         for r in range(self.runs):
-            bucket = self.new_bucket(f"r{r + 1}")
             version = f"r{r + 1}.{self.stamp}"
-            log(f"round {r + 1}/{self.runs}: bucket {bucket}")
-            jobs: dict[str, Callable[[], Measurement]] = {
-                "project-out": lambda: self.project_out(bucket, self.build, version, "data"),  # noqa: B023
-                "baseline-up": lambda: self.baseline_up(bucket),  # noqa: B023
-                "floor-up": lambda: self.floor_up(bucket),  # noqa: B023
-                "project-in": lambda: self.project_in(bucket, version, files),  # noqa: B023
-                "baseline-down": lambda: self.baseline_down(bucket),  # noqa: B023
-                "floor-down": lambda: self.floor_down(bucket),  # noqa: B023
-            }
-            for side in (UP, DOWN):
-                for name in side[r % 3 :] + side[: r % 3]:  # a different contender goes first each round
-                    self.samples[name].append(self.attempt(name, jobs[name], r + 1))
-                if side == UP:
+            log(f"round {r + 1}/{self.runs}")
+            for up, down in pairs[r % 3 :] + pairs[: r % 3]:
+                bucket = self.new_bucket(f"r{r + 1}-{up.split('-')[0]}")
+                jobs: dict[str, Callable[[], Measurement]] = {
+                    "project-out": lambda: self.project_out(bucket, self.build, version, "data"),  # noqa: B023
+                    "baseline-up": lambda: self.baseline_up(bucket),  # noqa: B023
+                    "floor-up": lambda: self.floor_up(bucket),  # noqa: B023
+                    "project-in": lambda: self.project_in(bucket, version, files),  # noqa: B023
+                    "baseline-down": lambda: self.baseline_down(bucket),  # noqa: B023
+                    "floor-down": lambda: self.floor_down(bucket),  # noqa: B023
+                }
+                self.samples[up].append(self.attempt(up, jobs[up], r + 1))
+                if up == "project-out":
                     self.payloads["project"].append(sum(self.blob_sizes(bucket)))
-            self.drop_bucket(bucket)
+                self.samples[down].append(self.attempt(down, jobs[down], r + 1))
+                self.drop_bucket(bucket)
 
     def small_run(self) -> None:
         layout = small_layout(self.small_files)
@@ -890,7 +894,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench()
     free = shutil.disk_usage(bench.work.parent if not bench.work.exists() else bench.work).free
-    need = 5 * bench.data_bytes
+    need = 5 * bench.data_bytes  # data, floor file, one payload (+ its copy), a local tar and its .gpg
     if free < need:
         print(f"bench: {free / GiB:.1f} GiB free, about {need / GiB:.1f} GiB needed", file=sys.stderr)
         return 2
