@@ -36,6 +36,7 @@ from .pieces import (
     MAX_PIECES,
     SUMS_NAME,
     TMP_PREFIX,
+    FileWindow,
     MediumStore,
     Piece,
     PieceIndex,
@@ -53,7 +54,7 @@ from .pieces import (
 )
 from .progress import Progress, human
 from .records import write_record
-from .store import Store
+from .store import Store, choose_part_size
 from .verified_upload import PieceSource, upload_verified
 from .versions import order
 
@@ -310,6 +311,19 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def _ranges_of_file(path: str, size: int) -> list[PieceSource]:
+    """A whole payload file sent as multipart parts (``choose_part_size``), each a window on the file."""
+    part = choose_part_size(size)
+
+    def opener(offset: int, length: int) -> Callable[[], BinaryIO]:
+        return lambda: FileWindow(path, offset, length)  # type: ignore[return-value]
+
+    return [
+        PieceSource(n, min(part, size - off), None, f"bytes {off}- of {path}", opener(off, min(part, size - off)))
+        for n, off in enumerate(range(0, size, part), 1)
+    ]
+
+
 def _size_of(path: str) -> int | None:
     try:
         return os.stat(path).st_size
@@ -380,7 +394,7 @@ class Importer:
             self.log(f"version {version} is already committed in {self.store.description}: nothing to import")
             return ImportResult(version, trusted.signer, True, (), (), 0, 0)
 
-        todo: list[tuple[Payload, list[str], PieceIndex]] = []
+        todo: list[tuple[Payload, list[str], list[PieceSource]]] = []
         present: list[str] = []
         problems: list[str] = []
         for payload, parts in unique_payloads(manifest):
@@ -389,7 +403,7 @@ class Importer:
                 present.append(payload.key)
                 continue
             try:
-                todo.append((payload, parts, self._medium_index(payload, parts)))
+                todo.append((payload, parts, self._medium_sources(payload, parts)))
             except BundleError as e:
                 problems.append(str(e))
         if problems:
@@ -398,16 +412,10 @@ class Importer:
             self.log(f"payload {key_.rsplit('/', 1)[-1][:12]}… is already in {self.store.description}: skipped")
 
         uploaded = resumed = 0
-        for payload, parts, index in todo:
+        for payload, parts, sources in todo:
             label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
             outcome = upload_verified(
-                self.store,
-                payload.key,
-                payload.size,
-                payload.sha256,
-                self._piece_sources(payload, index),
-                self.log,
-                label=label,
+                self.store, payload.key, payload.size, payload.sha256, sources, self.log, label=label
             )
             self.log(
                 f"{label}: {outcome.uploaded} piece(s) uploaded, {outcome.resumed} resumed from an interrupted "
@@ -440,9 +448,19 @@ class Importer:
             version, trusted.signer, False, tuple(p.key for p, _, _ in todo), tuple(present), uploaded, resumed
         )
 
-    def _medium_index(self, payload: Payload, parts: list[str]) -> PieceIndex:
+    def _medium_sources(self, payload: Payload, parts: list[str]) -> list[PieceSource]:
+        """The payload's pieces on the medium, checked for presence and size before any upload starts.
+
+        A medium written by ``pack --to-dir`` holds the payload as one file: it is sent in ranges then,
+        with only the payload's SHA-256 to check.
+        """
         where = f"payload of part {', '.join(parts)}"
+        whole = medium_path(self.root, payload.key)
         index = load_index(self.root, payload.key)
+        if index is None and os.path.isfile(whole):
+            if _size_of(whole) != payload.size:
+                raise VerificationError(f"{where}: {whole} is not the {payload.size} bytes the signed manifest says")
+            return _ranges_of_file(whole, payload.size)
         if index is None:
             raise BundleError(
                 f"{where} is neither on {self.root} nor in {self.store.description} "
@@ -461,7 +479,7 @@ class Importer:
                 raise VerificationError(
                     f"{where}: piece {piece.name} in {folder} is {size} bytes where its index says {piece.size}"
                 )
-        return index
+        return self._piece_sources(payload, index)
 
     def _piece_sources(self, payload: Payload, index: PieceIndex) -> list[PieceSource]:
         folder = pieces_dir(self.root, payload.key)

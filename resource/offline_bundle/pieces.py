@@ -386,3 +386,45 @@ class JoinedPieces(io.RawIOBase):
             self._current.close()
             self._current = None
         super().close()
+
+
+class FileWindow(io.RawIOBase):
+    """Bytes ``[offset, offset + length)`` of a file as a seekable stream of its own (positions from 0)."""
+
+    def __init__(self, path: str, offset: int, length: int) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._offset = offset
+        self._length = length
+        self._pos = 0
+        self._f.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = min(max(0, base + offset), self._length)
+        self._f.seek(self._offset + self._pos)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._length - self._pos
+        n = left if size is None or size < 0 else min(size, left)
+        data = self._f.read(n) if n > 0 else b""
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from .errors import ConfigError, StoreError, VerificationError
 from .progress import Progress
-from .store import S3Store, Store, _s3_error
+from .store import S3Store, Store, _ride_out_outage, _s3_error
 
 Log = Callable[[str], None]
 CHUNK = 1 << 20
@@ -206,8 +206,9 @@ def _abort(store: S3Store, key: str, upload_id: str) -> None:
 
 
 def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, body: HashingBody) -> str:
-    try:
-        r = store.client.upload_part(  # type: ignore[attr-defined]
+    def attempt() -> Any:
+        body.seek(0)  # every attempt sends (and hashes) the piece from its start
+        return store.client.upload_part(  # type: ignore[attr-defined]
             Bucket=store.bucket,
             Key=key,
             UploadId=upload_id,
@@ -215,6 +216,9 @@ def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, b
             Body=body,
             ContentLength=piece.size,
         )
+
+    try:
+        r = _ride_out_outage(attempt)
     except Exception as e:  # noqa: BLE001
         raise _s3_error(e, f"uploading {piece.label} to {key}") from None
     etag = _etag(r.get("ETag"))

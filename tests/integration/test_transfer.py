@@ -1,5 +1,5 @@
 """Carrying bundles across: export/import through a temporary folder as the medium, and mirror, between
-two real SeaweedFS stores (the session's "near" one and a second, "far", on its own ports).
+two real SeaweedFS stores of this module's own ("near" and "far", each on its own ports).
 
 The CLI runs as a subprocess, as an operator runs it; kills are real SIGKILLs of that process. While
 export and import run, a sampler watches the medium, TMPDIR and the process's memory, so the disk bound
@@ -45,15 +45,25 @@ SECRETS: set[str] = set()
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def far(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    """The air-gapped side's store: a second SeaweedFS with its own ports, data and credentials."""
-    server = SeaweedServer.create(tmp_path_factory.mktemp("far-seaweed"))
+def _server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[SeaweedServer]:
+    server = SeaweedServer.create(tmp_path_factory.mktemp(name))
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def near_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """The connected side's store, this module's own: its 300 MB stay out of the session's SeaweedFS."""
+    yield from _server(tmp_path_factory, "near-seaweed")
+
+
+@pytest.fixture(scope="module")
+def far(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """The air-gapped side's store: a second SeaweedFS with its own ports, data and credentials."""
+    yield from _server(tmp_path_factory, "far-seaweed")
 
 
 def new_bucket(server: SeaweedServer) -> str:
@@ -282,9 +292,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def big_bundle(seaweed: SeaweedServer, gpg_keys: GpgKeys, work: Path) -> Bundle:
+def big_bundle(near_server: SeaweedServer, gpg_keys: GpgKeys, work: Path) -> Bundle:
     """Version 1.0.0 of a 300 MB bundle in the near store: a 300 MB random file and a small part."""
-    side = Side(seaweed, new_bucket(seaweed), gpg_keys, work)
+    side = Side(near_server, new_bucket(near_server), gpg_keys, work)
     build = work / "big-build"
     digest = random_file(build / "big" / "data.bin", BIG, seed=300)
     random_file(build / "small" / "notes.txt", 2000, seed=3)
@@ -467,9 +477,9 @@ def test_an_import_killed_half_way_resumes_without_reuploading_finished_pieces(
 
 
 def test_a_corrupted_piece_is_named_and_nothing_is_committed(
-    seaweed: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+    near_server: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
 ) -> None:
-    near = quick_bundle(seaweed, gpg_keys, tmp_path, {"1.0.0": "one"})
+    near = quick_bundle(near_server, gpg_keys, tmp_path, {"1.0.0": "one"})
     medium = tmp_path / "medium"
     cli("export", "--config", near.reader_config(), "--to", medium, "--piece-size", "5MiB", tmpdir=tmp_path)
     big = payload(manifest_of(near, "1.0.0"), "big")
@@ -497,9 +507,9 @@ def test_a_corrupted_piece_is_named_and_nothing_is_committed(
 
 
 def test_import_checks_the_signature_before_uploading_and_a_refused_record_is_only_a_warning(
-    seaweed: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+    near_server: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
 ) -> None:
-    near = quick_bundle(seaweed, gpg_keys, tmp_path, {"1.0.0": "one"})
+    near = quick_bundle(near_server, gpg_keys, tmp_path, {"1.0.0": "one"})
     medium = tmp_path / "medium"
     # A read-only identity may export; its record cannot be stored in the bucket: a warning, not a failure.
     run = cli("export", "--config", near.reader_config("ro"), "--to", medium, "--piece-size", "5MiB", tmpdir=tmp_path)
@@ -516,9 +526,9 @@ def test_import_checks_the_signature_before_uploading_and_a_refused_record_is_on
 
 
 def test_since_carries_only_the_changed_part(
-    seaweed: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+    near_server: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
 ) -> None:
-    near = quick_bundle(seaweed, gpg_keys, tmp_path, {"1.0.0": "one", "2.0.0": "two"})
+    near = quick_bundle(near_server, gpg_keys, tmp_path, {"1.0.0": "one", "2.0.0": "two"})
     v1, v2 = manifest_of(near, "1.0.0"), manifest_of(near, "2.0.0")
     assert payload(v1, "big") == payload(v2, "big")  # the unchanged part's payload is shared
     config = near.reader_config()
@@ -549,9 +559,9 @@ def test_since_carries_only_the_changed_part(
 
 
 def test_mirror_copies_three_versions_and_skips_what_is_present(
-    seaweed: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+    near_server: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
 ) -> None:
-    near = quick_bundle(seaweed, gpg_keys, tmp_path, {"1.0.0": "one", "1.1.0": "two", "1.2.0": "three"})
+    near = quick_bundle(near_server, gpg_keys, tmp_path, {"1.0.0": "one", "1.1.0": "two", "1.2.0": "three"})
     far_side = Side(far, new_bucket(far), gpg_keys, tmp_path)
     src = near.reader_config("ro")  # the link only reads the near side
     dst = far_side.reader_config()
@@ -596,3 +606,22 @@ def test_mirror_copies_three_versions_and_skips_what_is_present(
     assert "demo/1.3.0/manifest.json.asc" not in far_side.keys_under()
     forged_small = payload(manifest_of(near, "1.3.0"), "small")["key"]
     assert forged_small not in far_side.keys_under()  # verification comes before any payload is copied
+
+
+def test_import_also_takes_a_medium_written_by_pack_to_dir(
+    near_server: SeaweedServer, far: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+) -> None:
+    near = Side(near_server, new_bucket(near_server), gpg_keys, tmp_path)
+    build = tmp_path / "build"
+    random_file(build / "big" / "data.bin", SMALL_BIG, seed=5)
+    random_file(build / "small" / "notes.txt", 100, seed=6)
+    medium = tmp_path / "medium"
+    cli("pack", "--config", near.put_config(), "--to-dir", medium, "--base", build, "--part", "big=big",
+        "--part", "small=small", "--version", "1.0.0", tmpdir=tmp_path)  # fmt: skip
+    far_side = Side(far, new_bucket(far), gpg_keys, tmp_path)
+    run = cli("import", "--config", far_side.reader_config(), "--from", medium, tmpdir=tmp_path)
+    assert "2 payload(s) uploaded (3 piece(s) sent, 0 resumed)" in run.stdout, run.stdout  # 8 MiB parts
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    parse_stdout(run_asset("in", {"source": far_side.get_source(), "version": {"version": "1.0.0"}}, dest))
+    assert (dest / "big" / "data.bin").stat().st_size == SMALL_BIG

@@ -255,3 +255,15 @@ def test_the_hashing_body_describes_the_last_full_pass() -> None:
     skipped.seek(10)
     skipped.consume()
     assert not skipped.complete  # a pass that did not start at 0 is never taken for the piece
+
+
+def test_a_file_window_is_a_seekable_stream_of_its_own(tmp_path: Path) -> None:
+    from offline_bundle.pieces import FileWindow
+
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 4)
+    with FileWindow(str(path), 300, 100) as w:
+        assert w.read(10) == bytes(range(44, 54))
+        w.seek(0)
+        assert w.read() == (bytes(range(256)) * 4)[300:400] and w.read(5) == b""
+        assert w.seek(0, io.SEEK_END) == 100 and w.tell() == 100
