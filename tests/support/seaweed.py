@@ -234,6 +234,10 @@ class SeaweedServer:
             "-s3.allowDeleteBucketNotEmpty=false",
             # WebDAV's chunk cache defaults to a random folder in /tmp that outlives the server.
             f"-webdav.cacheDir={self.data_dir / 'webdav-cache'}",
+            # Each bucket gets its own volumes, and with the default 1 GiB volumes the volume count
+            # (free disk / volume size) ran out after about 50 buckets: writes then failed with
+            # HTTP 500 "no free volumes left". 64 MiB volumes leave room for hundreds.
+            "-master.volumeSizeLimitMB=64",
         ]
         argv += [f"-{key}={port}" for key, port in sorted(self.ports.items())]
         return argv + self.extra_args
