@@ -158,6 +158,7 @@ class Measurement:
     tmp_largest_file_bytes: int = 0
     tmp_largest_file: str = ""
     leftover_processes: list[str] = field(default_factory=list)
+    cpu_by_command_sampled_s: dict[str, float] = field(default_factory=dict)  # lower bound: last sample
     phases: dict[str, float | None] = field(default_factory=dict)  # filled in by the caller from the log
 
     @property
@@ -183,6 +184,7 @@ class _Sampler(threading.Thread):
         self.tmp_total = self.tmp_largest = 0
         self.tmp_where = ""
         self.lock = threading.Lock()
+        self.cpu_seen: dict[int, tuple[str, int]] = {}  # pid -> (command, CPU ticks at its last sample)
         procs = snapshot()
         inside = set(descendants(procs, os.getpid(), exclude))
         self.foreign = set(procs) - inside - {os.getpid()}
@@ -205,6 +207,8 @@ class _Sampler(threading.Thread):
         self.foreign.update(set(procs) - set(tree) - {os.getpid()})
         rss = sum(procs[p].rss for p in tree)
         self.samples += 1
+        for p in tree:
+            self.cpu_seen[p] = (procs[p].comm, procs[p].cpu_ticks)
         if rss > self.peak_rss:
             self.peak_rss = rss
             by: dict[str, int] = {}
@@ -301,7 +305,15 @@ def measure(
         tmp_largest_file_bytes=sampler.tmp_largest,
         tmp_largest_file=sampler.tmp_where,
         leftover_processes=[name for name, _w in leftovers.values() if name.startswith("!")],
+        cpu_by_command_sampled_s=_cpu_by_command(sampler.cpu_seen),
     )
+
+
+def _cpu_by_command(seen: dict[int, tuple[str, int]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for comm, ticks in seen.values():
+        out[comm] = round(out.get(comm, 0.0) + ticks / CLK_TCK, 2)
+    return out
 
 
 def kill_tree(exclude: set[int]) -> None:
