@@ -42,13 +42,15 @@ STYLE = {
 }
 
 
-def load_results() -> dict[float, tuple[Path, dict[str, Any]]]:
+def load_results(sizes: set[float]) -> dict[float, tuple[Path, dict[str, Any]]]:
     """Newest result per bench_gb (by the run's timestamp) among results/ and published/."""
     best: dict[float, tuple[Path, dict[str, Any]]] = {}
     for folder in (RESULTS, PUBLISHED):
         for path in sorted(folder.glob("*gib.json")):
             res = json.loads(path.read_text())
             gb = float(res["bench_gb"])
+            if gb not in sizes:
+                continue
             if gb not in best or res["timestamp"] > best[gb][1]["timestamp"]:
                 best[gb] = (path, res)
     return dict(sorted(best.items()))
@@ -131,10 +133,11 @@ def rss_stability(results: dict[float, dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--headline-gb", type=float, default=2.0, help="size whose full table heads the page")
+    parser.add_argument("--sizes", default="1,2,4,8", help="BENCH_GB values to show (comma-separated)")
     parser.add_argument("--no-doc", action="store_true", help="only draw the PNG")
     args = parser.parse_args()
 
-    found = load_results()
+    found = load_results({float(x) for x in args.sizes.split(",")})
     if not found:
         print("plot: no results in bench/results or bench/published; run `make bench` first", file=sys.stderr)
         return 1

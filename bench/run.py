@@ -67,7 +67,7 @@ OUT_VS_FLOOR_MAX = 1.25
 IN_VS_FLOOR_MAX = 2.0
 VS_BASELINE_MIN = 2.0
 RSS_MAX_MB = 150
-TMP_FILE_MAX = 1 * MiB
+TMP_FILE_MAX = 1_000_000  # 1 MB
 SMALL_FILES_PER_S_MIN = 5000
 
 
@@ -864,6 +864,24 @@ def render_table(res: dict[str, Any]) -> str:
             f"all that out wrote to disk: {res['contenders']['project-out']['median']['disk_write_bytes'] / MiB:.1f} "
             "MiB (median)",
         ]
+    for name, what in (("project-out", "the upload"), ("project-in", "the download")):
+        tails = [
+            x["wall_s"] - x["phases"]["progress_100_s"]
+            for x in ok(res["contenders"][name]["runs"])
+            if (x.get("phases") or {}).get("progress_100_s") is not None
+        ]
+        starts = [
+            x["phases"]["first_progress_s"]
+            for x in ok(res["contenders"][name]["runs"])
+            if (x.get("phases") or {}).get("first_progress_s") is not None
+        ]
+        if tails and starts:
+            lines += [
+                "",
+                f"{name}: first progress line after {statistics.median(starts):.1f} s (median); {what} reached "
+                f"100 % {statistics.median(tails):.1f} s before the step ended (median; per round: "
+                f"{', '.join(f'{t:.1f}' for t in tails)} s)",
+            ]
     lines += ["", "Targets (issue 3):", ""]
     for t in res["targets"]:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
@@ -879,7 +897,12 @@ def render_table(res: dict[str, Any]) -> str:
         for name, err in failures:
             if (name, err) not in seen:
                 seen.add((name, err))
-                lines.append(f"- {name}: {err.strip().splitlines()[-1] if err.strip() else err}")
+                last = err.strip().splitlines()[-1].strip() if err.strip() else err
+                stamp, _, text = last.partition(" ")
+                with contextlib.suppress(ValueError):
+                    float(stamp)
+                    last = text.strip()  # the stamp of a stamped log line
+                lines.append(f"- {name}: {last}")
     return "\n".join(lines)
 
 
