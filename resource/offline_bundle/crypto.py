@@ -204,7 +204,20 @@ def clearsign(data: bytes, secret_armored: str, passphrase: str | None) -> tuple
             if GPG_ERR_NO_PIN in codes or (passphrase is None and "passphrase" in result.stderr.lower()):
                 raise CryptoError("source.signing_private_key is protected: set signing_private_key_passphrase")
             raise CryptoError(f"signing failed: {_human_errors(result.stderr)}")
-        return bytes(result.data), info.fingerprint
+        signed = bytes(result.data)
+        if "longer than" in result.stderr or _signed_text(signed) != data.rstrip(b"\n"):
+            raise CryptoError("gpg did not sign the manifest whole (a line too long for clear-signing?)")
+        return signed, info.fingerprint
+
+
+def _signed_text(message: bytes) -> bytes | None:
+    """The text of a clear-signed message as we wrote it (dash-escaping undone), None if malformed."""
+    head, sep, rest = message.partition(b"\n\n")
+    text, sep2, _ = rest.partition(b"\n-----BEGIN PGP SIGNATURE-----")
+    if not sep or not sep2 or not head.startswith(SIGNED_HEADER):
+        return None
+    lines = [ln[2:] if ln.startswith(b"- ") else ln for ln in text.replace(b"\r\n", b"\n").split(b"\n")]
+    return b"\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .errors import VerificationError
+from .errors import ConfigError, VerificationError
 from .names import RESERVED_PART_NAMES, check_part_name, is_valid_name
 
 FORMAT_VERSION = 1
 TOOL_NAME = "offline-bundle"
 FILE_TYPES = ("file", "dir", "symlink")
 SHA256_HEX_LENGTH = 64
+MAX_LINE = 19_000  # GnuPG clear-signs lines of at most 19,995 characters
 # A file's "probe" is the SHA-256 of its first PROBE_BYTES: a later put reads that much, not the whole
 # file, to see that a file of the same size changed before deciding whether a payload can be reused.
 PROBE_BYTES = 64 * 1024
@@ -123,18 +124,41 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_json_bytes(self) -> bytes:
-        """One line of compact JSON (SPEC §7): clear-signing leaves a single line untouched."""
-        doc: dict[str, Any] = {
+        """Compact JSON with a line break before each part and each file entry.
+
+        SPEC §7 asks for one line, but GnuPG cannot clear-sign a line longer than 19,995 characters
+        (it signs the line cut short, with a warning): a manifest of a few hundred files is longer.
+        Breaking lines between array elements keeps it valid, compact JSON whose every line is one
+        file entry, far below that limit; readers parse it as any JSON.
+        """
+        head: dict[str, Any] = {
             "format_version": self.format_version,
             "name": self.name,
             "version": self.version,
             "created_at": self.created_at,
             "tool": self.tool,
-            "parts": [p.to_json() for p in self.parts],
         }
         if self.created_by:
-            doc["created_by"] = self.created_by
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode("ascii")
+            head["created_by"] = self.created_by
+
+        def dump(value: Any) -> str:
+            return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+        parts = []
+        for p in self.parts:
+            doc = p.to_json()
+            files = doc.pop("files")
+            body = dump(doc)[:-1]  # the part's fields, without the closing brace
+            lines = ",\n".join(dump(f) for f in files)
+            parts.append(body + ',"files":[' + ("\n" + lines + "\n" if files else "") + "]}")
+        text = dump(head)[:-1] + ',"parts":[\n' + ",\n".join(parts) + "\n]}"
+        longest = max(len(line) for line in text.split("\n"))
+        if longest > MAX_LINE:
+            raise ConfigError(
+                f"a manifest line is {longest} characters long; OpenPGP clear-signing takes at most {MAX_LINE} "
+                "(a path or a build variable is far too long)"
+            )
+        return text.encode("ascii")
 
     def part(self, name: str) -> Part:
         for p in self.parts:

@@ -207,9 +207,8 @@ def test_parts_subset_downloads_only_its_payloads(sides: Sides, tmp_path: Path) 
     build = small_tree(tmp_path / "b", a="x", b="y")
     put = sides.put(build, {"parts": [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}], "version": "1"})
     assert meta(put)["parts"] == "a,b"
-    manifest = json.loads(
-        sides.client().get_object(Bucket=sides.bucket, Key="demo/1/manifest.json.asc")["Body"].read().split(b"\n")[3]
-    )
+    commit = sides.client().get_object(Bucket=sides.bucket, Key="demo/1/manifest.json.asc")["Body"].read()
+    manifest = json.loads(commit.split(b"\n\n", 1)[1].split(b"\n-----BEGIN PGP SIGNATURE", 1)[0])
     b_payload = next(p["payload"]["key"] for p in manifest["parts"] if p["name"] == "b")
     sides.client().delete_object(Bucket=sides.bucket, Key=b_payload)  # b cannot be downloaded any more
     dest = tmp_path / "dest"
@@ -273,3 +272,20 @@ def test_passphrase_and_zlib_and_protected_keys(sides: Sides, tmp_path: Path) ->
     with_passphrase.update(trusted_public_keys=trusted, encryption_passphrase="bundle passphrase 42")
     sides.get("1", tmp_path / "d2", source=with_passphrase)
     assert (tmp_path / "d1" / "a" / "a.txt").read_text() == (tmp_path / "d2" / "a" / "a.txt").read_text()
+
+
+def test_a_bundle_of_thousands_of_files(sides: Sides, tmp_path: Path) -> None:
+    """A manifest far longer than the 19,995 characters GnuPG clear-signs on one line."""
+    part = tmp_path / "b" / "many"
+    for d in range(20):
+        (part / f"dir-{d:02}").mkdir(parents=True)
+        for i in range(150):
+            (part / f"dir-{d:02}" / f"file-{i:04}.txt").write_text(f"{d}/{i}")
+    sides.put(tmp_path / "b", {"parts": [{"name": "many", "path": "many"}], "version": "1"})
+    dest = tmp_path / "dest"
+    got = sides.get("1", dest)
+    assert meta(got)["files"] == "3000"
+    assert (dest / "many" / "dir-19" / "file-0149.txt").read_text() == "19/149"
+    commit = (dest / "manifest.json.asc").read_bytes()
+    assert len(commit) > 400_000 and max(len(line) for line in commit.split(b"\n")) < 19_995
+    assert subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dest, capture_output=True).returncode == 0

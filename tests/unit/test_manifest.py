@@ -28,12 +28,21 @@ def sample(**over: object) -> Manifest:
     return Manifest(**fields)  # type: ignore[arg-type]
 
 
-def test_round_trip_is_exact_and_one_line() -> None:
+def test_round_trip_is_exact_with_one_file_entry_per_line() -> None:
     m = sample(created_by={"build_id": "7"})
     data = m.to_json_bytes()
-    assert b"\n" not in data
+    lines = data.split(b"\n")
+    assert len(lines) == 7  # head, the part, its three files, the end of the files, the end of the parts
+    assert all(not line.startswith(b"-") and line == line.rstrip() for line in lines)  # clear-signing keeps them
     assert parse_manifest(data, blobs_prefix=BLOBS) == m
     assert parse_manifest(data).to_json_bytes() == data
+
+
+def test_a_line_too_long_to_clear_sign_is_refused() -> None:
+    from offline_bundle.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="clear-signing"):
+        sample(created_by={"build_pipeline_instance_vars": "x" * 20_000}).to_json_bytes()
 
 
 def mutate(path: list[object], value: object) -> bytes:
