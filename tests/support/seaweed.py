@@ -308,9 +308,7 @@ class SeaweedServer:
                 if not http_ok:
                     requests.get(self.endpoint, timeout=1)
                     http_ok = True
-                probe = self.client(
-                    connect_timeout=1, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"}
-                )
+                probe = self.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
                 names = [b["Name"] for b in probe.list_buckets().get("Buckets", [])]
                 # After a restart the S3 port answers before the volume server takes writes again:
                 # ready means an object can be written.
