@@ -5,9 +5,10 @@
 #   make image          buildah, no Docker engine (see README, "The container image and the bootstrap")
 #   docker build --secret id=extra_ca,src=proxy-ca.pem -t offline-bundle .      works as well
 #
-# Optional build secret `extra_ca`: a PEM bundle trusted in addition to the public CAs while
-# packages are downloaded (networks whose proxy intercepts TLS). It is mounted only into the RUN
-# steps that download, never copied into a layer, and is not in the image.
+# Optional build secret `extra_ca`: a PEM bundle for networks whose proxy intercepts TLS. pip trusts
+# it in addition to the public CAs; apt uses it as its CA file for https mirrors (Debian's default
+# mirrors are http, with signed indexes). It is mounted only into the RUN steps that download,
+# never copied into a layer, and is not in the image.
 
 # debian:bookworm-20260918-slim, pinned by the digest of its multi-platform image index.
 # `make image` swaps in localhost/debian:bookworm-slim (debootstrap) where no registry is reachable.
