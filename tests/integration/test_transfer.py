@@ -189,8 +189,8 @@ def pack(config: Path, build: Path, version: str, tmpdir: Path) -> None:
 
 def manifest_of(side: Side, version: str) -> dict[str, Any]:
     body = side.client().get_object(Bucket=side.bucket, Key=f"demo/{version}/manifest.json.asc")["Body"].read()
-    line = next(ln for ln in body.decode().splitlines() if ln.startswith("{"))
-    return json.loads(line)
+    text = body.split(b"\n\n", 1)[1].split(b"\n-----BEGIN PGP SIGNATURE", 1)[0]  # the clear-signed JSON
+    return json.loads(text)
 
 
 def payload(manifest: dict[str, Any], part: str) -> dict[str, Any]:
