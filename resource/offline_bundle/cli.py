@@ -28,7 +28,7 @@ from .config import (
 from .errors import BundleError, ConfigError
 from .names import check_name, check_part_name
 from .pieces import MediumStore
-from .protocol import EXIT_FAILURE, EXIT_INTERNAL, Redactor
+from .protocol import Redactor, failure_exit
 from .protocol import main as protocol_main
 from .store import S3Store, Store
 from .transfer_cli import add_commands as add_transfer_commands
@@ -366,19 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     log = _log(redact)
     try:
         return args.func(args, log, redact)
-    except BundleError as e:
-        log(f"error: {e}")
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        log("error: interrupted")
-        return EXIT_FAILURE
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        if os.environ.get("OFFLINE_BUNDLE_DEBUG"):
-            import traceback
-
-            log(traceback.format_exc())
-        log(f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details")
-        return EXIT_INTERNAL
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - one line, never a traceback
+        return failure_exit(e, log)
 
 
 if __name__ == "__main__":

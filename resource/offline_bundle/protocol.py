@@ -134,6 +134,22 @@ def protected_stdout() -> Iterator[TextIO]:
         real.close()
 
 
+def failure_exit(e: BaseException, log: Callable[[str], None]) -> int:
+    """Report a failure as one line (a traceback only with OFFLINE_BUNDLE_DEBUG=1); the exit status."""
+    if isinstance(e, BundleError):
+        log(f"error: {e}")
+        return EXIT_FAILURE
+    if isinstance(e, KeyboardInterrupt):
+        log("error: interrupted")
+        return EXIT_FAILURE
+    if os.environ.get("OFFLINE_BUNDLE_DEBUG"):
+        import traceback
+
+        log("".join(traceback.format_exception(e)))
+    log(f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details")
+    return EXIT_INTERNAL
+
+
 def run_protocol(handler: Callable[[dict[str, Any], list[str], Callable[[str], None]], Any], argv: list[str]) -> int:
     """Read the request, run ``handler`` with stdout protected, print its answer as JSON."""
     redact = Redactor()
@@ -147,19 +163,8 @@ def run_protocol(handler: Callable[[dict[str, Any], list[str], Callable[[str], N
             doc = load_request(sys.stdin.read())
             redact.add(secrets_in_request(doc))
             answer = handler(doc, argv, log)
-        except BundleError as e:
-            log(f"error: {e}")
-            return EXIT_FAILURE
-        except KeyboardInterrupt:
-            log("error: interrupted")
-            return EXIT_FAILURE
-        except Exception as e:  # noqa: BLE001 - the contract is one line, never a traceback
-            if os.environ.get("OFFLINE_BUNDLE_DEBUG"):
-                import traceback
-
-                log(traceback.format_exc())
-            log(f"error: internal error ({e.__class__.__name__}: {e}); set OFFLINE_BUNDLE_DEBUG=1 for details")
-            return EXIT_INTERNAL
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the contract is one line, never a traceback
+            return failure_exit(e, log)
         json.dump(answer, out)
         out.write("\n")
     return 0
