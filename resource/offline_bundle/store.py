@@ -200,10 +200,16 @@ class DirStore(Store):
             os.fsync(f.fileno())
         if only_if_absent:
             try:
-                os.link(tmp, path)
+                os.link(tmp, path)  # atomic "create if absent"
             except FileExistsError:
+                os.unlink(tmp)
                 raise StoreError(f"{key} already exists") from None
-            finally:
+            except OSError:  # no hard links (FAT32, exFAT media): check, then rename
+                if os.path.lexists(path):
+                    os.unlink(tmp)
+                    raise StoreError(f"{key} already exists") from None
+                os.replace(tmp, path)
+            else:
                 os.unlink(tmp)
         else:
             os.replace(tmp, path)
