@@ -3,6 +3,9 @@
 #   gnupg     -> gpg, gpgconf, gpg-agent (signing/encryption and the test keys)
 #   tar       -> bundle archives
 #   coreutils -> sha256sum & co. used by scripts
+#   git       -> `pin`/`fetch` of git resources (ls-remote, archive at a commit)
+#   docker-registry, skopeo -> the tests' local OCI registry and an independent client to check it
+#   openssl   -> the tests' private CA (TLS SeaweedFS, the HTTPS file server)
 # Idempotent and silent when everything is already there, so `make install`
 # can call it every time; apt-get update runs only when something is missing.
 set -euo pipefail
@@ -16,6 +19,10 @@ need gpgconf gnupg
 need gpg-agent gnupg
 need tar tar
 need sha256sum coreutils
+need git git
+need docker-registry docker-registry
+need skopeo skopeo
+need openssl openssl
 # `python3 -m venv` needs ensurepip, which Debian splits into python3-venv.
 PY="${PY:-python3}"
 if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
