@@ -20,6 +20,7 @@ from tests.support.concourse import asset_env, make_source, record_output, run_a
 from tests.support.paths import ASSETS_DIR, venv_bin
 from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure, small_tree
+from tests.support.tls import make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -260,41 +261,6 @@ def test_missing_bucket_and_read_only_put(sides: Sides, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ TLS
-
-
-def make_ca(folder: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for 127.0.0.1, made with openssl for this test."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def ossl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    ossl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=offline-bundle test CA"
-    )
-    ossl("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
-    (folder / "ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    )
-    ossl(
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    )
-    return folder / "ca.pem", folder / "srv.pem", folder / "srv.key"
 
 
 @pytest.fixture(scope="module")
