@@ -149,7 +149,7 @@ def _get(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor,
     store = store_for(source, args.from_dir)
     version = args.version or _latest(source, store)
     params = InParams(parts=tuple(check_part_name(p) for p in args.part) if args.part else None)
-    return Unpacker(source, store, log).get(version, params, dest)
+    return Unpacker(source, store, log).get(version, params, dest, record=dest is not None)
 
 
 def cmd_verify(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:

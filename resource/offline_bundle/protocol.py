@@ -218,7 +218,7 @@ def handle_in(doc: dict[str, Any], argv: list[str], log: Callable[[str], None]) 
 
     dest = _directory_arg(argv, "in")
     req = parse_in(doc)
-    result = Unpacker(req.source, S3Store(req.source), log).get(req.version, req.params, dest)
+    result = Unpacker(req.source, S3Store(req.source), log).get(req.version, req.params, dest, record=True)
     m = result.trusted.manifest
     extra = [
         ("fetched_parts", ",".join(result.parts) if result.parts else "none (skip_download)"),

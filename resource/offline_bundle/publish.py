@@ -500,7 +500,61 @@ def publish_exploded(
         for f in [pool.submit(one, item) for item in planned]:
             f.result()
     progress.finish()
+    record_publish(
+        target,
+        manifest,
+        [p.name for p in parts],
+        result,
+        signer=None,
+        signature="checked by the get that wrote the folder; not checked again by publish",
+        log=log,
+    )
     return result
+
+
+def record_publish(
+    target: Source,
+    manifest: Manifest,
+    parts: list[str],
+    result: PublishResult,
+    *,
+    signer: str | None,
+    signature: str | None,
+    log: Log,
+) -> None:
+    """The ``publish`` transfer record, in the target bucket under ``<prefix><name>/_records/``.
+
+    Why the target: it is the store the event changed and the one the air-gapped auditors read; the
+    bundle's own bucket may be read-only (or a folder on media) by then.
+    """
+    from dataclasses import replace
+
+    from .records import write_record
+    from .store import S3Store
+
+    where = replace(target, name=manifest.name)
+    try:
+        store: Store | None = S3Store(where)
+    except BundleError as e:  # the record must never fail a publish that happened
+        log(f"warning: the publish record was not stored in {target_description(target)}: {e}")
+        store = None
+    write_record(
+        store,
+        where,
+        "publish",
+        manifest,
+        signer=signer,
+        signature=signature,
+        log=log,
+        parts=parts,
+        details={
+            "target": result.target,
+            "uploaded": len(result.uploaded),
+            "uploaded_bytes": sum(o.size for o in result.uploaded),
+            "skipped": len(result.skipped),
+            "failures": len(result.failures),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- straight from a bundle
@@ -612,6 +666,7 @@ def publish_from_bundle(
         ) from None
     finally:
         sink.close()
+    record_publish(target, manifest, [p.name for p in parts], result, signer=trusted.signer, signature=None, log=log)
     return result
 
 

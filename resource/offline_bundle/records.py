@@ -53,6 +53,9 @@ class Record:
     by: dict[str, str]
     details: dict[str, Any] = field(default_factory=dict)
     record_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    # What became of the signature in this event; None: "verified" with a signer, else "unsigned".
+    # A publish of an exploded folder says its get verified it and it was not checked again.
+    signature: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +65,7 @@ class Record:
             "version": self.version,
             "at": self.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "signer": self.signer,
-            "signature": "verified" if self.signer else "unsigned",
+            "signature": self.signature or ("verified" if self.signer else "unsigned"),
             "parts": list(self.parts),
             "by": self.by,
             "tool": {"name": "offline-bundle", "version": __version__},
@@ -99,6 +102,7 @@ def make_record(
     details: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    signature: str | None = None,
 ) -> Record:
     wanted = None if parts is None else set(parts)
     chosen = tuple(
@@ -115,6 +119,7 @@ def make_record(
         parts=chosen,
         by=who(env),
         details=dict(details or {}),
+        signature=signature,
     )
 
 
@@ -130,6 +135,7 @@ def write_record(
     details: Mapping[str, Any] | None = None,
     also: Iterable[Store] = (),
     env: Mapping[str, str] | None = None,
+    signature: str | None = None,
 ) -> Record:
     """Record one event: a line on stderr (through ``log``) always, an object in each store that takes it.
 
@@ -138,7 +144,7 @@ def write_record(
     event moved (a get of some parts). A refused or failed write is a warning, never an exception:
     the transfer it records has already succeeded.
     """
-    record = make_record(event, manifest, signer=signer, parts=parts, details=details, env=env)
+    record = make_record(event, manifest, signer=signer, parts=parts, details=details, env=env, signature=signature)
     key = record.key(source)
     log(f"record: {record.to_json_bytes().decode('utf-8')}")
     for target in ([store] if store is not None else []) + list(also):

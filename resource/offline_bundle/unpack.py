@@ -25,6 +25,7 @@ from .errors import BundleError, ConfigError, VerificationError
 from .manifest import Manifest, Part
 from .pipe import ChunkPipe, PipeClosed
 from .progress import Progress
+from .records import write_record
 from .store import Store
 
 Log = Callable[[str], None]
@@ -125,10 +126,21 @@ class Unpacker:
                 "source.decryption_private_key",
             ).fingerprint
 
-    def get(self, version: str, params: InParams, dest: str | None, *, sink: FileSink | None = None) -> GetResult:
+    def get(
+        self,
+        version: str,
+        params: InParams,
+        dest: str | None,
+        *,
+        sink: FileSink | None = None,
+        record: bool = False,
+    ) -> GetResult:
         """Explode into ``dest``; with ``dest`` None, verify everything and write nothing.
 
         ``sink`` also receives each verified file as it streams (``publish`` from a bundle, no disk).
+        ``record``: write a ``get`` transfer record (SPEC §7 ``_records/``) once the parts are in place;
+        the Concourse ``in`` and ``unpack`` ask for it, ``verify`` and ``publish`` (which records its
+        own event) do not.
         """
         trusted = read_commit(self.source, self.store, version)
         manifest = trusted.manifest
@@ -166,6 +178,22 @@ class Unpacker:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+        if record and dest is not None:
+            write_record(
+                self.store,
+                self.source,
+                "get",
+                manifest,
+                signer=trusted.signer,
+                log=self.log,
+                parts=[p.name for p in parts],
+                details={
+                    "files": files,
+                    "bytes": total,
+                    "skip_download": bool(params.skip_download),
+                    "signer_expired": bool(trusted.signer_expired),
+                },
+            )
         return GetResult(trusted, tuple(p.name for p in parts), files, total)
 
     def _check_destination(self, dest: str, parts: list[Part]) -> None:

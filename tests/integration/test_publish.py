@@ -141,12 +141,15 @@ def source_file(sides: Sides, tmp: Path, **overrides: Any) -> Path:
     return write_yaml(tmp / "source.yml", doc)
 
 
-def objects(server: SeaweedServer, target: Target) -> dict[str, tuple[bytes, dict[str, str]]]:
-    """The target's objects, keys relative to its prefix."""
+def objects(server: SeaweedServer, target: Target, *, records: bool = False) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The target's objects, keys relative to its prefix: the published files, or (``records``) the
+    transfer records each publish writes under ``<prefix><name>/_records/``."""
     client = server.client()
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=target.prefix):
         for o in page.get("Contents", []):
+            if ("/_records/" in o["Key"]) != records:
+                continue
             r = client.get_object(Bucket=target.bucket, Key=o["Key"])
             out[o["Key"][len(target.prefix) :]] = (r["Body"].read(), r.get("Metadata") or {})
     return out
@@ -184,6 +187,23 @@ def test_an_exploded_bundle_is_published_under_its_destinations(
     again = ok(run_cli("publish", "--config", target.file, exploded))
     assert counts(again.stdout) == (0, 5), again.stdout
     assert_published(seaweed, target, build)
+
+    # Each publish left one transfer record in the target and one line on stderr.
+    docs = publish_records(seaweed, target)
+    assert [(d["event"], d["version"], d["details"]["uploaded"], d["details"]["skipped"]) for d in docs] == [
+        ("publish", VERSION, 5, 0),
+        ("publish", VERSION, 0, 5),
+    ]
+    assert docs[0]["signer"] is None and docs[0]["signature"].startswith("checked by the get")
+    assert sorted(p["name"] for p in docs[0]["parts"]) == sorted(p["name"] for p in PARTS)
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith('record: {"')], proc.stderr
+
+
+def publish_records(server: SeaweedServer, target: Target) -> list[dict[str, Any]]:
+    records = objects(server, target, records=True)
+    assert all(k.startswith("demo/_records/") and k.endswith("-publish-" + k[-13:]) for k in records), records
+    docs = [json.loads(data) for data, _ in records.values()]
+    return sorted(docs, key=lambda d: d["at"])
 
 
 def test_other_bytes_at_a_key_are_refused_unless_overwrite(
@@ -293,6 +313,12 @@ def test_publish_straight_from_the_bundle_gives_the_same_objects(
     assert_published(seaweed, stream_target, build)
     again = ok(run_cli("publish", "--from-config", source, "--config", stream_target.file))  # latest version
     assert counts(again.stdout) == (0, 5)
+    # From the bundle, publish checked the signature itself: its records name the signer.
+    docs = publish_records(seaweed, stream_target)
+    assert [(d["signer"], d["signature"]) for d in docs] == [(sides.keys.signer.fingerprint, "verified")] * 2
+    assert {p["payload"]["sha256"] for p in docs[0]["parts"]} == {
+        p["payload"]["sha256"] for p in json.loads((exploded / "manifest.json").read_bytes())["parts"]
+    }
 
 
 def test_source_and_target_from_variables_as_in_a_task(

@@ -384,8 +384,15 @@ def test_a_300mb_bundle_goes_across_in_64mib_pieces_with_bounded_disk_use(
     # A working `in` on the far side, with read-only credentials.
     dest = tmp_path / "dest"
     dest.mkdir()
-    got = parse_stdout(run_asset("in", {"source": far_side.get_source(), "version": {"version": "1.0.0"}}, dest))
-    assert got["version"] == {"version": "1.0.0"}
+    got_run = run_asset("in", {"source": far_side.get_source(), "version": {"version": "1.0.0"}}, dest)
+    recorded(got_run.stdout, got_run.stderr)
+    assert parse_stdout(got_run)["version"] == {"version": "1.0.0"}
+    # Its get record: on stderr always; the read-only identity cannot store it, a warning says so.
+    (get_line,) = [ln for ln in got_run.stderr.splitlines() if ln.startswith("record: {")]
+    get_record = json.loads(get_line.removeprefix("record: "))
+    assert get_record["event"] == "get" and get_record["signer"] == gpg_keys.signer.fingerprint
+    assert get_record["details"]["files"] >= 2 and sorted(p["name"] for p in get_record["parts"]) == ["big", "small"]
+    assert "warning: the get record was not stored" in got_run.stderr
     h = hashlib.sha256()
     with open(dest / "big" / "data.bin", "rb") as f:
         while chunk := f.read(8 * MiB):
@@ -407,6 +414,18 @@ def test_a_300mb_bundle_goes_across_in_64mib_pieces_with_bounded_disk_use(
         payload(big_bundle.manifest, n)["sha256"] for n in ("big", "small")
     }
     assert imported["details"]["pieces_uploaded"] == 6 and imported["by"]["host"]
+
+    # An operator's unpack with an identity that may write leaves a get record in the far store.
+    unpacker = far_side.config(
+        "unpack",
+        trusted_public_keys=[gpg_keys.signer.public_armored],
+        decryption_private_key=gpg_keys.recipient.secret_armored,
+    )
+    cli("unpack", "--config", unpacker, "--part", "small", tmp_path / "op", tmpdir=tmp_path / "tmp")
+    far_after = cli("records", "--config", far_side.reader_config(), "--json", tmpdir=tmp_path / "tmp").stdout
+    events = [json.loads(line) for line in far_after.splitlines()]
+    assert [e["event"] for e in events] == ["import", "get"]
+    assert [p["name"] for p in events[1]["parts"]] == ["small"] and events[1]["signature"] == "verified"
 
 
 def test_an_export_killed_half_way_resumes_without_rewriting_finished_pieces(
