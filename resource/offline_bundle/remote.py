@@ -529,10 +529,9 @@ def git_resolve(
             return commit
         if ref.startswith("refs/"):
             candidates = [ref + "^{}", ref]
-            patterns = [ref]
         else:
             candidates = [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
-            patterns = [f"refs/heads/{ref}", f"refs/tags/{ref}"]
+        patterns = candidates  # ls-remote prints a peeled tag (name^{}) only when asked for by that name
         refs = _ls_remote(uri, patterns, env, what)
         for name in candidates:
             if name in refs:
