@@ -1054,8 +1054,14 @@ def write_rootfs_tarball(layers: Sequence[Path], out: IO[bytes], metadata: dict[
         meta = json.dumps(metadata, sort_keys=True).encode()
         tar.addfile(_tar_info("metadata.json", len(meta)), io.BytesIO(meta))
         tar.addfile(_tar_info("rootfs/", 0, directory=True))
-        for path in sorted(folders):
-            tar.addfile(_rootfs_info(folders[path], f"rootfs/{path}"))
+        # Layers often leave out folders (a layer with only usr/bin/x): write them anyway, 0755 root,
+        # so extraction never has to guess; never over a link or file that holds that name.
+        implied = {a for p in final for a in _ancestors(p) if a not in final}
+        for path in sorted(set(folders) | implied):
+            if path in folders:
+                tar.addfile(_rootfs_info(folders[path], f"rootfs/{path}"))
+            else:
+                tar.addfile(_tar_info(f"rootfs/{path}", 0, directory=True))
         written: set[str] = set()
         deferred: list[tuple[tarfile.TarInfo, str]] = []
         for li, layer in enumerate(layers):
