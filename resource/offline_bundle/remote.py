@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from .errors import BundleError, ConfigError
 from .progress import human
@@ -310,18 +312,23 @@ class Downloader:
                 state.validators = _validators(resp)
                 meta_path.write_text(json.dumps({"url": url, **state.validators}))
             progress = _Progress(self.log, shown, total, state.offset)
-            try:
-                with open(partial, mode) as f:
-                    for chunk in resp.iter_content(CHUNK):
+            # The bytes as sent (never decoded from a Content-Encoding): what curl saves and what a lock pins.
+            stream = resp.raw.stream(CHUNK, decode_content=False)
+            with open(partial, mode) as f:
+                while True:
+                    try:
+                        chunk = next(stream, None)
+                    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
+                        raise _Retry(f"connection lost at {human(state.offset)}: {_reason(e)}") from None
+                    if chunk is None:
+                        break
+                    try:
                         f.write(chunk)
-                        state.hasher.update(chunk)
-                        state.offset += len(chunk)
-                        progress.update(state.offset)
-            except OSError as e:
-                if isinstance(e, requests.exceptions.RequestException):
-                    raise _Retry(f"connection lost at {human(state.offset)}: {_reason(e)}") from None
-                state.resync(partial)
-                raise RemoteError(f"{partial}: cannot write: {e.strerror or e}") from None
+                    except OSError as e:
+                        raise RemoteError(f"{partial}: cannot write: {e.strerror or e}") from None
+                    state.hasher.update(chunk)
+                    state.offset += len(chunk)
+                    progress.update(state.offset)
             if total is not None and state.offset < total:
                 raise _Retry(f"the body ended at {human(state.offset)} of {human(total)}")
             if total is not None and state.offset > total:
@@ -341,9 +348,6 @@ class _State:
         _remove(partial, meta_path)
         self.offset, self.hasher, self.validators = 0, hashlib.sha256(), {}
 
-    def resync(self, partial: Path) -> None:
-        self.hasher, self.offset = _hash_file_state(partial) if partial.exists() else (hashlib.sha256(), 0)
-
 
 class _Progress:
     def __init__(self, log: Log, label: str, total: int | None, start: int) -> None:
@@ -362,10 +366,10 @@ class _Progress:
 
 def _reason(e: BaseException) -> str:
     """The useful part of a requests/urllib3 error: the TLS reason, or what caused it, without the URL."""
-    text = str(e)
-    inner = e.args[0] if e.args else None
-    if isinstance(inner, BaseException) and inner.args and isinstance(inner.args[0], str):
-        text = inner.args[0]  # ChunkedEncodingError(ProtocolError("Connection broken: …", …))
+    inner: BaseException = e
+    if inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]  # ChunkedEncodingError(ProtocolError(...)), ConnectionError(MaxRetryError(...))
+    text = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
     m = re.search(r"\[SSL: [A-Z_]+\] [^(')\]]+|certificate verify failed[^(')\]]*", text)
     if m:
         return m.group(0).strip()
@@ -452,7 +456,7 @@ def git_env(private_key: str | None = None) -> Iterator[dict[str, str]]:
         with os.fdopen(fd, "w") as f:
             f.write(private_key.strip() + "\n")
         env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+            f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes -o BatchMode=yes "
             "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
         )
         yield env
@@ -657,6 +661,15 @@ def github_headers(source: Mapping[str, Any]) -> dict[str, str]:
     if source.get("access_token"):
         headers["Authorization"] = f"Bearer {source['access_token']}"
     return headers
+
+
+def asset_request(asset: Asset, source: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """URL and headers to download ``asset``: with an ``access_token``, the asset's API URL (the only one that
+    works for a private repository; GitHub redirects to storage elsewhere and requests drops the token on
+    the way), else the public ``browser_download_url``."""
+    if source.get("access_token") and asset.api_url:
+        return asset.api_url, {**github_headers(source), "Accept": "application/octet-stream"}
+    return asset.url, {}
 
 
 def release_version(tag: str, tag_filter: str | None) -> str | None:

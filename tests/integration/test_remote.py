@@ -21,6 +21,7 @@ from offline_bundle.errors import BundleError
 from offline_bundle.remote import (
     Downloader,
     RemoteError,
+    asset_request,
     git_archive,
     git_read_file,
     git_resolve,
@@ -160,6 +161,15 @@ def test_wrong_bytes_are_refused_and_nothing_is_left(
     served[0] ^= 0xFF
     assert sha(bytes(served)) in message
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_bytes_are_saved_as_sent_even_with_a_content_encoding(
+    https: HttpsFileServer, downloader: Downloader, tmp_path: Path
+) -> None:
+    packed = gzip.compress(b"a tarball someone uploaded with Content-Encoding: gzip\n" * 100, mtime=0)
+    url = https.add("/enc.tar.gz", packed, headers={"Content-Encoding": "gzip"})
+    got = downloader.download(url, tmp_path / "enc.tar.gz", sha256=sha(packed))
+    assert got.path.read_bytes() == packed  # what curl saves, and what a pinned digest is of
 
 
 def test_503_is_retried_404_is_not(https: HttpsFileServer, downloader: Downloader, tmp_path: Path) -> None:
@@ -382,6 +392,7 @@ def github(https: HttpsFileServer) -> dict:
     page2 = [release(2, "v1.10.0", [asset_19]), release(1, "v1.9.0", [asset_19])]
     api = "/api/repos/acme/tool/releases"
     js = {"content_type": "application/json"}
+    https.routes[api + "/assets/20"] = Route(status=302, headers={"Location": https.url("/dl/tool-2.0.sh")})
     https.add(api, json.dumps(page1).encode(), headers={"Link": f'<{https.url(api)}?page=2>; rel="next"'}, **js)
     https.add(api + "?page=2", json.dumps(page2).encode(), **js)
     https.add(api + "/tags/v1.9.0", json.dumps(page2[1]).encode(), **js)
@@ -396,6 +407,13 @@ def test_github_newest_release_with_digest(github: dict, https: HttpsFileServer,
     assert (asset.name, asset.size, asset.sha256) == ("tool-2.0.sh", len(github["tool"]), sha(github["tool"]))
     got = Downloader(ca_bundle=str(https.ca_pem)).download(asset.url, tmp_path / asset.name, sha256=asset.sha256)
     assert got.path.read_bytes() == github["tool"]
+
+    # with a token, the asset's API URL (what a private repository needs), then the redirect to the file
+    url, headers = asset_request(asset, {**source, "access_token": "ghp_x"})
+    got = Downloader(ca_bundle=str(https.ca_pem)).download(url, tmp_path / "via-api", headers=headers)
+    assert got.sha256 == asset.sha256
+    asked = https.requests_for("/api/repos/acme/tool/releases/assets/20")[-1]
+    assert (asked.headers["Accept"], asked.headers["Authorization"]) == ("application/octet-stream", "Bearer ghp_x")
 
     tag, _ = github_release_assets({**source, "pre_release": True}, tag=None, ca_bundle=str(https.ca_pem))
     assert tag == "v3.0.0-rc.1"
@@ -421,3 +439,24 @@ def test_github_no_matching_release(github: dict, https: HttpsFileServer) -> Non
     source = {k: v for k, v in github.items() if k != "tool"} | {"tag_filter": "^release-"}
     with pytest.raises(RemoteError, match="acme/tool: none matches"):
         github_release_assets(source, tag=None, ca_bundle=str(https.ca_pem))
+
+
+def test_progress_lines_and_no_credentials_in_them(
+    https: HttpsFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import offline_bundle.remote as remote
+
+    monkeypatch.setattr(remote, "PROGRESS_BYTES", 256 * 1024)
+    body = payload(MiB, b"progress")
+    https.add("/progress.bin", body)
+    lines: list[str] = []
+    url = f"https://user:pw-secret@127.0.0.1:{https.port}/progress.bin"
+    got = Downloader(ca_bundle=str(https.ca_pem), log=lines.append).download(url, tmp_path / "p.bin")
+    assert got.size == len(body)
+    progress = [line for line in lines if " of 1.0 MiB, " in line]
+    assert len(progress) >= 3
+    assert progress[0].startswith(f"https://***@127.0.0.1:{https.port}/progress.bin: ")
+    with pytest.raises(RemoteError) as e:
+        Downloader(ca_bundle=str(https.ca_pem), log=lines.append).download(url + ".missing", tmp_path / "m")
+    assert "***@" in str(e.value)
+    assert not any("pw-secret" in line for line in [*lines, str(e.value)])
