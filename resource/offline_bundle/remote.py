@@ -82,9 +82,14 @@ def redact_url(url: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """A git URI for messages: URL forms go through ``redact_url``; scp-like ``user@host:path`` is kept
-    (the user of an SSH URI is a login name, not a secret)."""
-    return redact_url(uri) if "://" in uri else uri
+    """A git URI for messages: URL forms go through ``redact_url`` (``https://TOKEN@host`` is a common way to
+    pass a token), but the user of an SSH URI (``git@host:path``, ``ssh://git@host/…``) is a login name, kept."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.scheme in ("ssh", "git+ssh") and "@" in parts.netloc and ":" not in parts.netloc.rpartition("@")[0]:
+        return uri  # ssh://git@host/…: a login name
+    return redact_url(uri)
 
 
 def normalise_sha256(value: str) -> str:
@@ -235,10 +240,12 @@ class Downloader:
                     failures = 0  # progress was made: only attempts in a row that made none count
                 failures += 1
                 if failures > self.retries:
-                    raise RemoteError(
-                        f"{shown}: {e} (gave up after {failures} attempts in a row; {human(state.offset)} kept in "
-                        f"{partial.name} to resume)"
-                    ) from None
+                    kept = "nothing kept"
+                    if state.offset and state.validators:
+                        kept = f"{human(state.offset)} kept in {partial.name} to resume"
+                    else:  # without an ETag or a date, a later run could not tell whether it is the same file
+                        _remove(partial, meta_path)
+                    raise RemoteError(f"{shown}: {e} (gave up after {failures} attempts in a row; {kept})") from None
                 delay = backoff_delay(failures - 1, self.backoff, e.retry_after)
                 self.log(f"{shown}: {e}; retrying in {delay:.1f} s")
                 time.sleep(delay)
@@ -478,7 +485,7 @@ def _git(args: list[str], *, env: Mapping[str, str], what: str, cwd: Path | None
 
 def _git_error(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    wanted = [line for line in lines if line.startswith(("fatal:", "error:", "ERROR:"))] or lines
+    wanted = [line for line in lines if line.startswith(("fatal:", "error:", "ERROR:", "ssh:"))] or lines
     text = " / ".join(wanted[-2:]) or "no message"
     return redact_url_in_text(text)[:400]
 

@@ -460,3 +460,16 @@ def test_progress_lines_and_no_credentials_in_them(
         Downloader(ca_bundle=str(https.ca_pem), log=lines.append).download(url + ".missing", tmp_path / "m")
     assert "***@" in str(e.value)
     assert not any("pw-secret" in line for line in [*lines, str(e.value)])
+
+
+def test_ssh_with_a_private_key_never_prompts_and_removes_the_key(tmp_path: Path) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("ob-ssh-*"))
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+    with pytest.raises(RemoteError) as e:
+        git_resolve("ssh://git@127.0.0.1:9/org/repo.git", "main", private_key=key)
+    assert "ssh://git@127.0.0.1:9/org/repo.git (main): git ls-remote failed" in str(e.value)
+    assert "Connection refused" in str(e.value)  # BatchMode: ssh fails at once, nothing waits for a prompt
+    assert "not-a-real-key" not in str(e.value)
+    assert set(Path(tempfile.gettempdir()).glob("ob-ssh-*")) == before

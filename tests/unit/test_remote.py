@@ -40,6 +40,9 @@ def test_redact_url_hides_userinfo_and_secret_query_values() -> None:
 def test_redact_uri_and_text() -> None:
     assert redact_uri("git@github.com:org/repo.git") == "git@github.com:org/repo.git"
     assert redact_uri("https://x:y@github.com/org/repo.git") == "https://***@github.com/org/repo.git"
+    assert redact_uri("https://ghp_token@github.com/org/repo.git") == "https://***@github.com/org/repo.git"
+    assert redact_uri("ssh://git@github.com/org/repo.git") == "ssh://git@github.com/org/repo.git"
+    assert redact_uri("ssh://git:pw@github.com/org/repo.git") == "ssh://***@github.com/org/repo.git"
     text = "fatal: unable to access 'https://me:tok@host/r.git/': Could not resolve host"
     assert redact_url_in_text(text) == "fatal: unable to access 'https://***@host/r.git/': Could not resolve host"
 
