@@ -342,10 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_transfer_commands(sub, with_config)
 
     from .lint import register as register_lint
+    from .pin_cli import register as register_pin
     from .publish import register as register_publish
 
     register_publish(sub)
     register_lint(sub)
+    register_pin(sub)
 
     for name, what in (
         ("check", "list versions"),

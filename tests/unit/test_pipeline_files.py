@@ -16,9 +16,9 @@ import yaml
 
 from offline_bundle.lint import VAR_RE, lint_file, parse_var
 from tests.support.paths import REPO_ROOT
+from tests.support.schema import load_schema, schema_errors
 
 PIPELINES = REPO_ROOT / "pipelines"
-SCHEMA = REPO_ROOT.parent / "shared" / "reference" / "concourse-pipeline.schema.json"
 CREATE = PIPELINES / "create-offline-pinned-pipelines.yml"
 UNPACK = PIPELINES / "unpack-pcf-pipelines-combined.yml"
 PAIRS = [(CREATE, PIPELINES / "create-offline-pinned-pipelines-params.example.yml")]
@@ -31,29 +31,13 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def any_of(node: Any) -> Any:
-    """The schema's overlapping ``oneOf`` lists read as ``anyOf`` (an identifier is also a string)."""
-    if isinstance(node, dict):
-        return {("anyOf" if k == "oneOf" else k): any_of(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [any_of(v) for v in node]
-    return node
-
-
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    if not SCHEMA.exists():
-        pytest.skip(f"the Concourse pipeline schema is not at {SCHEMA} (the shared folder beside the repository)")
-    return any_of(json.loads(SCHEMA.read_text()))
+    return load_schema()
 
 
 def errors(schema: dict[str, Any], doc: Any, ref: str | None = None) -> list[str]:
-    import jsonschema
-
-    if ref is not None:
-        schema = {**schema, "$ref": ref}
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(doc)]
+    return schema_errors(schema, doc, ref)
 
 
 def steps(plan: list[Any]) -> list[dict[str, Any]]:

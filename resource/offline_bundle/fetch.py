@@ -1,0 +1,288 @@
+"""``fetch``: every artifact of an ``offline.lock.yml`` downloaded and verified into bundle parts.
+
+Why a folder of parts: the next step is an ordinary ``put`` (or ``offline-bundle pack``), and each
+locked artifact becomes its own part so that a bundle built after one upstream tag moved re-uploads
+only that artifact's payload (pack reuses the unchanged parts' payloads) and ``export --since``
+carries only it. ``parts.json`` beside them lists ``{name, path, destination}`` ready for the put's
+``parts`` param (a ``load_var`` step reads it), so the pipeline never lists artifacts by hand.
+
+Verification happens while bytes arrive: registry blobs against their digests (``oci``), files
+against the lock's SHA-256 when it has one (``remote``), git trees at exactly the locked commit. A
+finished artifact is recorded in ``fetched.json`` with each file's SHA-256 and size; a re-run skips
+those whose files are still there with those sizes, so an interrupted fetch resumes artifact by
+artifact (and a half-downloaded file resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError, ConfigError
+from .names import check_part_name
+from .pin import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, Vars, load_lock
+
+Log = Callable[[str], None]
+PARTS_FILE = "parts.json"
+STATE_FILE = "fetched.json"
+
+
+class FetchError(BundleError):
+    """An artifact could not be fetched or did not verify (named in the message)."""
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    insecure_registries: tuple[str, ...] = ()
+    parts_base: str | None = None  # the path parts.json gives before each part (default: the out folder's name)
+    ca_bundle: str | None = None
+
+
+@dataclass
+class FetchResult:
+    fetched: list[str]
+    skipped: list[str]
+    parts: list[dict[str, str]]
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+class Fetcher:
+    def __init__(self, lock: Lock, out: Path, vars_: Vars, options: FetchOptions, log: Log) -> None:
+        self.lock = lock
+        self.out = out
+        self.vars = vars_
+        self.o = options
+        self.log = log
+        self._registry: Any = None
+        self._downloader: Any = None
+        self.state_path = out / STATE_FILE
+        self.state: dict[str, Any] = self._load_state()
+
+    # ------------------------------------------------------------------------------ clients
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from .oci import RegistryClient
+
+            self._registry = RegistryClient(insecure_registries=self.o.insecure_registries, log=self.log)
+        return self._registry
+
+    @property
+    def downloader(self) -> Any:
+        if self._downloader is None:
+            from .remote import Downloader
+
+            self._downloader = Downloader(log=self.log, ca_bundle=self.o.ca_bundle)
+        return self._downloader
+
+    # -------------------------------------------------------------------------------- state
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.state_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.state_path} is unreadable ({e}); remove it to fetch everything again") from None
+        return doc if isinstance(doc, dict) else {}
+
+    def _save_state(self) -> None:
+        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def _done(self, entry: Entry) -> bool:
+        """True if an earlier run finished ``entry`` and its files are still there, the same sizes."""
+        got = self.state.get(entry.id)
+        if not isinstance(got, dict) or got.get("part") != entry.part:
+            return False
+        files = got.get("files") or {}
+        part_dir = self.out / entry.part
+        want = {_file_name(entry, k) for k in entry.keys}
+        if set(files) != want:
+            return False
+        for name, info in files.items():
+            try:
+                if (part_dir / name).stat().st_size != info["size"]:
+                    return False
+            except (OSError, KeyError, TypeError):
+                return False
+        return True
+
+    # -------------------------------------------------------------------------------- fetch
+
+    def run(self) -> FetchResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        # Repositories are cloned outside the output: it becomes bundle parts (or a Concourse output
+        # streamed to the next step), and a clone there would travel for nothing.
+        self.git_cache = Path(tempfile.mkdtemp(prefix="offline-bundle-git-"))
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.git_cache, ignore_errors=True)
+
+    def _run(self) -> FetchResult:
+        fetched, skipped = [], []
+        for entry in sorted(self.lock.entries.values(), key=lambda e: e.id):
+            check_part_name(entry.part)
+            if self._done(entry):
+                skipped.append(entry.id)
+                self.log(f"{entry.id}: already fetched")
+                continue
+            part_dir = self.out / entry.part
+            work = self.out / f".{entry.part}.partial"
+            work.mkdir(parents=True, exist_ok=True)
+            try:
+                if entry.kind == "image":
+                    self._image(entry, work)
+                elif entry.kind == "git":
+                    self._git(entry, work)
+                elif entry.kind == "file":
+                    self._files(entry, work)
+                else:
+                    raise ConfigError(f"lock entry {entry.id}: unknown kind {entry.kind!r}")
+            except BundleError as e:
+                raise FetchError(f"{entry.id}: {e}") from None
+            files = {}
+            for k in entry.keys:
+                name = _file_name(entry, k)
+                digest, size = _sha256_file(work / name)
+                files[name] = {"sha256": digest, "size": size}
+            leftovers = sorted(set(os.listdir(work)) - set(files))
+            for extra in leftovers:
+                _remove(work / extra)
+            if part_dir.exists():
+                shutil.rmtree(part_dir)
+            os.replace(work, part_dir)
+            self.state[entry.id] = {"part": entry.part, "files": files}
+            self._save_state()
+            fetched.append(entry.id)
+        parts = self._write_parts()
+        return FetchResult(fetched, skipped, parts)
+
+    def _image(self, entry: Entry, work: Path) -> None:
+        from .oci import parse_image_ref
+
+        f = entry.fields
+        ref = parse_image_ref(str(f["repository"]), tag=f.get("tag")).with_digest(str(f["digest"]))
+        resolved = self.registry.resolve(ref)
+        if resolved.digest != f["digest"]:
+            raise FetchError(f"the registry gives {resolved.digest} for {ref}, the lock says {f['digest']}")
+        saved = self.registry.save(resolved, work, basename="image", rootfs=self.lock.form == "s3")
+        os.replace(saved.oci_archive, work / OCI_FILE)
+        if self.lock.form == "s3":
+            if saved.rootfs_tarball is None:
+                raise FetchError(f"{ref}: no rootfs tarball was written")
+            os.replace(saved.rootfs_tarball, work / ROOTFS_FILE)
+
+    def _git(self, entry: Entry, work: Path) -> None:
+        from .remote import git_archive
+
+        f = entry.fields
+        creds = self._credentials(entry)
+        git_archive(
+            str(f["uri"]),
+            str(f["commit"]),
+            work / GIT_FILE,
+            cache_dir=self.git_cache,
+            log=self.log,
+            **({"private_key": creds["private_key"]} if creds.get("private_key") else {}),
+        )
+
+    def _files(self, entry: Entry, work: Path) -> None:
+        files = entry.fields.get("files") or []
+        if not files:
+            raise ConfigError("the lock lists no file")
+        headers = {}
+        token = self._credentials(entry).get("access_token")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        single = "file" in entry.keys
+        target = work if single else work / ".files"
+        target.mkdir(exist_ok=True)
+        for item in files:
+            name = str(item["name"])
+            if "/" in name or name in ("", ".", ".."):
+                raise ConfigError(f"file name {name!r} in the lock is not a plain file name")
+            self.downloader.download(
+                str(item["url"]), target / name, sha256=item.get("sha256"), headers=headers or None
+            )
+        if not single:
+            _deterministic_tar(target, [str(i["name"]) for i in files], work / FILES_ARCHIVE)
+            shutil.rmtree(target)
+
+    def _credentials(self, entry: Entry) -> dict[str, str]:
+        out = {}
+        for k, ref in (entry.fields.get("credentials") or {}).items():
+            value = self.vars.resolve(ref)
+            if value == ref:
+                raise ConfigError(f"credential {k} is {ref}: give that var with --vars")
+            out[k] = str(value)
+        return out
+
+    def _write_parts(self) -> list[dict[str, str]]:
+        base = self.o.parts_base if self.o.parts_base is not None else self.out.resolve().name
+        parts = [
+            {"name": e.part, "path": f"{base}/{e.part}" if base else e.part, "destination": e.destination}
+            for e in sorted(self.lock.entries.values(), key=lambda e: e.part)
+        ]
+        tmp = self.out / (PARTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(parts, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, self.out / PARTS_FILE)
+        return parts
+
+
+def _file_name(entry: Entry, role: str) -> str:
+    """The file a key names, relative to the part (its destination is the key's folder)."""
+    key = entry.keys[role]
+    if not key.startswith(entry.destination):
+        raise ConfigError(f"lock entry {entry.id}: key {key} is not under its destination {entry.destination}")
+    name = key[len(entry.destination) :]
+    if not name or "/" in name:
+        raise ConfigError(f"lock entry {entry.id}: key {key} is not one file below {entry.destination}")
+    return name
+
+
+def _deterministic_tar(folder: Path, names: list[str], dest: Path) -> None:
+    """Several files as one plain tar: sorted, mtime 0, root-owned, so the same files give the same bytes."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(names):
+            info = tar.gettarinfo(str(folder / name), arcname=name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "root", "root", 0o644
+            with open(folder / name, "rb") as f:
+                tar.addfile(info, f)
+    os.replace(tmp, dest)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fetch_lock(
+    lock_path: str, out: str, *, vars_values: Mapping[str, Any], options: FetchOptions, log: Log
+) -> FetchResult:
+    lock = load_lock(lock_path)
+    return Fetcher(lock, Path(out), Vars(vars_values), options, log).run()

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "creating infrastructure on $IAAS"
