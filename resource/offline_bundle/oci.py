@@ -76,6 +76,9 @@ INDEX_DIGEST_ANNOTATION = "io.offline-bundle.index-digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 CHUNK = 1 << 20
+# Blob reads: a connection that breaks loses the chunk being read, so keep it small enough that a
+# resume repeats little (and large enough that the per-chunk overhead stays invisible).
+READ_CHUNK = 64 << 10
 MAX_JSON_BYTES = 4 << 20  # manifests and configs; distribution itself refuses manifests over 4 MiB
 PROGRESS_EVERY = 5.0
 TIMEOUT = (15, 120)
@@ -761,7 +764,7 @@ class RegistryClient:
                 else:
                     raise self._fail(resp, what)
                 try:
-                    for chunk in resp.iter_content(CHUNK):
+                    for chunk in resp.iter_content(READ_CHUNK):
                         if have + len(chunk) > size:
                             raise RegistryError(f"{what}: the registry sent more than the {size} bytes announced")
                         out.write(chunk)

@@ -29,6 +29,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,6 +352,26 @@ def skopeo_inspect_raw(ref: str) -> bytes:
     return skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").stdout
 
 
+def push_raw(host: str, repository: str, tag: str, image: TestImage) -> str:
+    """Put an image's blobs and manifest as they are (plain HTTP, monolithic uploads).
+
+    For images skopeo would change on the way (it gzips uncompressed layers for a registry).
+    """
+    base = f"http://{host}/v2/{repository}"
+    for digest, data in image.blobs.items():
+        if digest == image.digest:
+            continue
+        start = requests.post(f"{base}/blobs/uploads/", timeout=30)
+        start.raise_for_status()
+        location = start.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        requests.put(f"{location}{sep}digest={digest}", data=data, timeout=30).raise_for_status()
+    media_type = json.loads(image.manifest)["mediaType"]
+    put = requests.put(f"{base}/manifests/{tag}", data=image.manifest, headers={"Content-Type": media_type}, timeout=30)
+    put.raise_for_status()
+    return image.digest
+
+
 # -- Bearer-token proxy ---------------------------------------------------------------------------
 
 
@@ -375,7 +396,7 @@ class BearerProxy:
       returns ``{"token": …}`` (or ``access_token`` when ``access_token_field``);
     - authorised requests are forwarded to the registry unchanged (Host kept, so its upload
       ``Location`` URLs point back here);
-    - ``drop_blob_after(n)`` closes the next blob GET after ``n`` body bytes, once.
+    - ``drop_blob_after(n)`` closes the next blob GET longer than ``n`` bytes after ``n`` body bytes, once.
     """
 
     def __init__(self, backend: str, username: str, password: str, *, allow_anonymous: bool = False) -> None:
@@ -438,9 +459,7 @@ class BearerProxy:
 
             def _token(self) -> None:
                 auth = self.headers.get("Authorization", "")
-                query = dict(
-                    p.split("=", 1) for p in self.path.split("?", 1)[-1].split("&") if "=" in p and "?" in self.path
-                )
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 user = None
                 if auth.startswith("Basic "):
                     user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
@@ -486,20 +505,22 @@ class BearerProxy:
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
+                    data = resp.read()
                     drop = proxy._drop_after if (self.command == "GET" and "/blobs/sha256:" in self.path) else None
-                    if drop is not None and resp.status in (200, 206):
+                    if drop is not None and resp.status in (200, 206) and len(data) > drop:
                         proxy._drop_after = None
+                    else:
+                        drop = None
                     self.send_response(resp.status)
                     for k, v in resp.getheaders():
                         if k.lower() not in ("connection", "transfer-encoding"):
                             self.send_header(k, v)
-                    data = resp.read()
                     if "content-length" not in {k.lower() for k, _ in resp.getheaders()}:
                         self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     if self.command == "HEAD":
                         return
-                    if drop is not None and resp.status in (200, 206):
+                    if drop is not None:
                         self.wfile.write(data[:drop])
                         self.wfile.flush()
                         self.close_connection = True
