@@ -43,6 +43,8 @@ class FetchOptions:
     insecure_registries: tuple[str, ...] = ()
     parts_base: str | None = None  # the path parts.json gives before each part (default: the out folder's name)
     ca_bundle: str | None = None
+    # More parts for parts.json, e.g. the folder pin wrote (the rewritten pipelines and the lock).
+    extra_parts: tuple[dict[str, str], ...] = ()
 
 
 @dataclass
@@ -212,10 +214,7 @@ class Fetcher:
         files = entry.fields.get("files") or []
         if not files:
             raise ConfigError("the lock lists no file")
-        headers = {}
         token = self._credentials(entry).get("access_token")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         single = "file" in entry.keys
         target = work if single else work / ".files"
         target.mkdir(exist_ok=True)
@@ -223,9 +222,14 @@ class Fetcher:
             name = str(item["name"])
             if "/" in name or name in ("", ".", ".."):
                 raise ConfigError(f"file name {name!r} in the lock is not a plain file name")
-            self.downloader.download(
-                str(item["url"]), target / name, sha256=item.get("sha256"), headers=headers or None
-            )
+            url, headers = str(item["url"]), None
+            if token and item.get("api_url"):
+                # GitHub serves a private repository's asset only from its API URL, to a token.
+                url = str(item["api_url"])
+                headers = {"Authorization": f"Bearer {token}", "Accept": "application/octet-stream"}
+            elif token:
+                headers = {"Authorization": f"Bearer {token}"}
+            self.downloader.download(url, target / name, sha256=item.get("sha256"), headers=headers)
         if not single:
             _deterministic_tar(target, [str(i["name"]) for i in files], work / FILES_ARCHIVE)
             shutil.rmtree(target)
@@ -245,6 +249,11 @@ class Fetcher:
             {"name": e.part, "path": f"{base}/{e.part}" if base else e.part, "destination": e.destination}
             for e in sorted(self.lock.entries.values(), key=lambda e: e.part)
         ]
+        names = {p["name"] for p in parts}
+        for extra in self.o.extra_parts:
+            if extra["name"] in names:
+                raise ConfigError(f"--also-part {extra['name']}: a locked artifact's part has that name")
+            parts.append(dict(extra))
         tmp = self.out / (PARTS_FILE + ".tmp")
         tmp.write_text(json.dumps(parts, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, self.out / PARTS_FILE)
@@ -279,6 +288,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def parse_part_spec(spec: str) -> dict[str, str]:
+    """``NAME=PATH[=DESTINATION]``, the syntax of the pack task's PARTS."""
+    bits = spec.split("=")
+    if len(bits) not in (2, 3) or not bits[0] or not bits[1]:
+        raise ConfigError(f"--also-part {spec!r}: expected NAME=PATH[=DESTINATION]")
+    part = {"name": check_part_name(bits[0]), "path": bits[1]}
+    if len(bits) == 3:
+        part["destination"] = bits[2]
+    return part
 
 
 def fetch_lock(

@@ -77,6 +77,7 @@ class FileIdentity:
     url: str
     size: int | None
     sha256: str | None
+    api_url: str | None = None  # GitHub: the asset's API URL, the one a token can download from
 
 
 class Resolvers(Protocol):
@@ -94,10 +95,18 @@ class Resolvers(Protocol):
 class LiveResolvers:
     """The real registry (``oci``), git (``remote``) and GitHub API; caches answers for one run."""
 
-    def __init__(self, *, insecure_registries: tuple[str, ...] = (), cache_dir: Path | None = None, log: Log) -> None:
+    def __init__(
+        self,
+        *,
+        insecure_registries: tuple[str, ...] = (),
+        cache_dir: Path | None = None,
+        ca_bundle: str | None = None,
+        log: Log,
+    ) -> None:
         from .oci import RegistryClient
 
         self.log = log
+        self.ca_bundle = ca_bundle
         self.registry = RegistryClient(insecure_registries=insecure_registries, log=log)
         self.cache_dir = cache_dir
         self._images: dict[tuple[str, str | None, str | None], ImageIdentity] = {}
@@ -125,7 +134,7 @@ class LiveResolvers:
 
         key = (uri, ref)
         if key not in self._commits:
-            self._commits[key] = git_resolve(uri, ref, log=self.log, **_key_arg(private_key))
+            self._commits[key] = git_resolve(uri, ref, log=self.log, cache_dir=self.cache_dir, **_key_arg(private_key))
         return self._commits[key]
 
     def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes:
@@ -136,8 +145,8 @@ class LiveResolvers:
     def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]:
         from .remote import github_release_assets
 
-        release_tag, assets = github_release_assets(source, tag=tag)
-        return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256) for a in assets]
+        release_tag, assets = github_release_assets(source, tag=tag, ca_bundle=self.ca_bundle, log=self.log)
+        return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256, a.api_url) for a in assets]
 
 
 def _key_arg(private_key: str | None) -> dict[str, str]:
@@ -329,6 +338,9 @@ class PinOptions:
     keep: frozenset[str] = frozenset()  # resources declared internal
     allow_unpinned: bool = False
     s3_var_prefix: str = DEFAULT_S3_VAR_PREFIX
+    # The publish target's own prefix: objects land at <target prefix><destination><file>, so the
+    # rewritten pipelines read them there (the lock's keys stay relative to the target's prefix).
+    target_prefix: str = ""
 
 
 @dataclass
@@ -368,6 +380,8 @@ class Pinner:
         prefix = options.prefix
         if prefix and not prefix.endswith("/"):
             raise ConfigError(f"--prefix {prefix!r} must end with '/'")
+        if options.target_prefix and not options.target_prefix.endswith("/"):
+            raise ConfigError(f"--target-prefix {options.target_prefix!r} must end with '/'")
         self.lock = Lock(
             prefix=prefix,
             form="registry" if options.registry else "s3",
@@ -449,6 +463,7 @@ class Pinner:
                 "version": version,
                 "files": [
                     {"name": f.name, "url": f.url, "size": f.size, "sha256": f.sha256}
+                    | ({"api_url": f.api_url} if f.api_url else {})
                     for f in sorted(files, key=lambda f: f.name)
                 ],
                 "credentials": credentials,
@@ -463,6 +478,7 @@ class Pinner:
 
         Exact, because resource types have no ``version`` to pin: only the regexp can hold them still.
         """
+        key = self.o.target_prefix + key
         cut = key.rindex("/" + capture + "/") + 1
         head, tail = key[:cut], key[cut + len(capture) :]
         p = self.o.s3_var_prefix
@@ -485,7 +501,11 @@ class Pinner:
             return {"type": "registry-image", "source": source, "version": {"digest": entry.fields["digest"]}}
         hexd = entry.fields["digest"].split(":", 1)[1]
         key = entry.keys["oci" if oci else "rootfs"]
-        doc: dict[str, Any] = {"type": "s3", "source": self.s3_source(key, hexd), "version": {"path": key}}
+        doc: dict[str, Any] = {
+            "type": "s3",
+            "source": self.s3_source(key, hexd),
+            "version": {"path": self.o.target_prefix + key},
+        }
         if not oci:
             doc["params"] = {"unpack": True}
         return doc
@@ -545,7 +565,7 @@ class Pinner:
             else:
                 key = entry.keys[how]
                 new = {**kept, "type": "s3", "source": self.s3_source(key, key.rsplit("/", 2)[-2])}
-                get_version = {"path": key}
+                get_version = {"path": self.o.target_prefix + key}
                 get_params = {"unpack": True} if how in ("rootfs", "source", "archive") else None
             res.clear()
             res.update(new)
@@ -562,7 +582,7 @@ class Pinner:
                     if oci:
                         oci_needed = True
                         step["resource"] = rname + "-oci"
-                        step["version"] = {"path": entry.keys["oci"]}
+                        step["version"] = {"path": self.o.target_prefix + entry.keys["oci"]}
                         continue
                     step["version"] = dict(get_version)
                     if get_params:

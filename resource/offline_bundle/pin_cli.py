@@ -21,8 +21,11 @@ def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
         keep=frozenset(args.keep or ()),
         allow_unpinned=args.allow_unpinned,
         s3_var_prefix=args.s3_var_prefix,
+        target_prefix=args.target_prefix,
     )
-    resolvers = LiveResolvers(insecure_registries=tuple(args.insecure_registry or ()), log=log)
+    resolvers = LiveResolvers(
+        insecure_registries=tuple(args.insecure_registry or ()), ca_bundle=args.ca_bundle, log=log
+    )
     result = pin_files(
         args.pipelines, args.out, vars_files=args.vars or [], options=options, resolvers=resolvers, log=log
     )
@@ -40,13 +43,16 @@ def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from .fetch import FetchOptions, fetch_lock
+    from .fetch import FetchOptions, fetch_lock, parse_part_spec
     from .lint import load_params
 
     values = load_params(args.vars) if args.vars else {}
     redact.add([str(v) for v in values.values() if isinstance(v, str) and len(v) >= 4])
     options = FetchOptions(
-        insecure_registries=tuple(args.insecure_registry or ()), parts_base=args.parts_base, ca_bundle=args.ca_bundle
+        insecure_registries=tuple(args.insecure_registry or ()),
+        parts_base=args.parts_base,
+        ca_bundle=args.ca_bundle,
+        extra_parts=tuple(parse_part_spec(s) for s in args.also_part or ()),
     )
     result = fetch_lock(args.lock, args.out, vars_values=values, options=options, log=log)
     print(
@@ -79,10 +85,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp.add_argument("--vars", "-l", action="append", metavar="PARAMS.yml", help="((vars)) values (as fly -l)")
     sp.add_argument("--out", required=True, metavar="DIR", help="folder for offline.lock.yml and the pipelines")
     sp.add_argument("--prefix", default="offline/", help="key prefix of carried artifacts (default: offline/)")
+    sp.add_argument(
+        "--target-prefix",
+        default="",
+        metavar="PREFIX",
+        help="the prefix of the publish target on the air-gapped side (its objects are read there)",
+    )
     sp.add_argument("--registry", metavar="HOST/PREFIX", help="images from this internal registry, not from S3")
     sp.add_argument("--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry")
     sp.add_argument("--keep", action="append", metavar="RESOURCE", help="a resource already on the air-gapped side")
     sp.add_argument("--allow-unpinned", action="store_true", help="report what cannot be carried, do not fail")
+    sp.add_argument("--ca-bundle", metavar="PEM", help="CA certificates added for HTTPS (GitHub API)")
     sp.add_argument(
         "--s3-var-prefix", default="offline_s3_", help="vars of the air-gapped S3 store (default: offline_s3_)"
     )
@@ -98,6 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--parts-base",
         metavar="PATH",
         help="path before each part in parts.json (default: DIR's own name, as a Concourse output)",
+    )
+    sp.add_argument(
+        "--also-part",
+        action="append",
+        metavar="NAME=PATH[=DEST]",
+        help="one more entry for parts.json (e.g. pin's folder: pinned=pinned=offline/pipelines/)",
     )
     sp.set_defaults(func=cmd_fetch)
 
