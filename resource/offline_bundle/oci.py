@@ -522,11 +522,14 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         body: Callable[[], Any] | None = None,
         stream: bool = False,
+        once: bool = False,
     ) -> requests.Response:
         """One registry request with auth, and retries on connection errors, 408/429/5xx.
 
         ``body`` makes a fresh request body per attempt (a file region re-read from its start).
+        ``once``: no retries here (a blob upload is retried from a new upload session instead).
         """
+        retries = 1 if once else self._retries
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
         authenticated = False
         attempt = 0
@@ -541,7 +544,7 @@ class RegistryClient:
                 )
             except requests.RequestException as exc:
                 attempt += 1
-                if attempt >= self._retries:
+                if attempt >= retries:
                     raise RegistryError(f"{what}: {type(exc).__name__} after {attempt} attempt(s)") from None
                 self._log(f"{what}: {type(exc).__name__}, retrying")
                 self._sleep(attempt - 1)
@@ -556,7 +559,7 @@ class RegistryClient:
                 continue
             if resp.status_code in _RETRY_STATUS:
                 attempt += 1
-                if attempt < self._retries:
+                if attempt < retries:
                     resp.close()
                     self._log(f"{what}: HTTP {resp.status_code}, retrying")
                     self._sleep(attempt - 1)
@@ -875,17 +878,29 @@ class RegistryClient:
                     push=True,
                     headers={"Content-Type": "application/octet-stream"},
                     body=body,
+                    once=True,
                 )
-            except RegistryError:
+            except RegistryError as exc:
                 failures += 1
                 if failures >= self._retries:
                     raise
+                self._log(f"{exc}; starting the upload again")
+                self._sleep(failures - 1)
                 continue
+            sent = bodies[-1] if bodies else None
+            if sent is not None and sent._left == 0 and "sha256:" + sent.hash.hexdigest() != digest:
+                resp.close()
+                raise RegistryError(f"{archive}: blob {digest} does not match its digest")
             if resp.status_code == 201:
                 resp.close()
-                if bodies and "sha256:" + bodies[-1].hash.hexdigest() != digest:
-                    raise RegistryError(f"{archive}: blob {digest} does not match its digest")
                 return
+            # A failed PUT ends the upload session on most registries: retry from a new one.
+            if (resp.status_code in _RETRY_STATUS or resp.status_code == 404) and failures + 1 < self._retries:
+                failures += 1
+                self._log(f"{what}: HTTP {resp.status_code}, starting the upload again")
+                resp.close()
+                self._sleep(failures - 1)
+                continue
             raise self._fail(resp, what)
 
 

@@ -368,3 +368,44 @@ def test_resumes_a_dropped_blob_download(registry: RegistryServer, proxy: Bearer
     assert asked == f"bytes={3 * 65536}-"
     info = json.loads(skopeo("inspect", f"oci-archive:{saved.oci_archive}").stdout)
     assert info["Digest"] == image.digest
+
+
+def test_basic_challenge_uses_docker_config(pushed: Pushed, registry: RegistryServer, tmp_path: Path) -> None:
+    proxy = BearerProxy(registry.host, "basic-user", secrets.token_urlsafe(12), basic=True).start()
+    try:
+        ref = parse_image_ref(f"{proxy.host}/test/multi:1")
+        with pytest.raises(RegistryError, match=rf"{proxy.host} asks for Basic credentials: .* has no login for it"):
+            RegistryClient(docker_config=tmp_path / "none.json").resolve(ref)
+        config = write_docker_config(tmp_path / "c.json", proxy.host, proxy.username, proxy.password)
+        client = RegistryClient(docker_config=config)
+        assert client.resolve(ref).digest == pushed.amd64.digest
+    finally:
+        proxy.stop()
+
+
+def test_push_starts_a_failed_upload_again(pushed: Pushed, proxy: BearerProxy, tmp_path: Path) -> None:
+    config = write_docker_config(tmp_path / "config.json", proxy.host, proxy.username, proxy.password)
+    lines: list[str] = []
+    client = RegistryClient(docker_config=config, log=lines.append)
+    client.backoff = 0.01
+    saved = client.save(client.resolve(pushed.ref), tmp_path, basename="m", rootfs=False)
+    proxy.fail_next("PUT", "/v2/retry/multi/blobs/uploads/", 500)
+    assert client.push(saved.oci_archive, parse_image_ref(f"{proxy.host}/retry/multi:1")) == pushed.amd64.digest
+    assert any("HTTP 500, starting the upload again" in line for line in lines)
+    posts = [line for line in proxy.log.lines if line.startswith('"POST /v2/retry/multi/blobs/uploads/')]
+    assert len(posts) == 1 + 1 + len(pushed.amd64.layers)  # config + layers, one of them twice
+
+
+def test_push_refuses_a_tampered_archive(pushed: Pushed, registry: RegistryServer, tmp_path: Path) -> None:
+    client = _client()
+    saved = client.save(client.resolve(pushed.ref), tmp_path, basename="m", rootfs=False)
+    layer = pushed.amd64.layer_digests[0]
+    with tarfile.open(saved.oci_archive) as tar:
+        offset = tar.getmember(f"blobs/sha256/{layer[7:]}").offset_data
+    with saved.oci_archive.open("r+b") as f:
+        f.seek(offset + 20)
+        byte = f.read(1)
+        f.seek(offset + 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(RegistryError, match=rf"m.oci.tar: blob {layer} does not match its digest"):
+        client.push(saved.oci_archive, parse_image_ref(f"{registry.host}/tampered/multi:1"))

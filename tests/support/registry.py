@@ -396,14 +396,21 @@ class BearerProxy:
       returns ``{"token": …}`` (or ``access_token`` when ``access_token_field``);
     - authorised requests are forwarded to the registry unchanged (Host kept, so its upload
       ``Location`` URLs point back here);
-    - ``drop_blob_after(n)`` closes the next blob GET longer than ``n`` bytes after ``n`` body bytes, once.
+    - ``drop_blob_after(n)`` closes the next blob GET longer than ``n`` bytes after ``n`` body bytes, once;
+    - ``fail_next(method, fragment, status)`` answers the next matching request with ``status``, once;
+    - ``basic=True`` asks for Basic credentials on every request instead (what distribution's htpasswd
+      auth does), with no token endpoint.
     """
 
-    def __init__(self, backend: str, username: str, password: str, *, allow_anonymous: bool = False) -> None:
+    def __init__(
+        self, backend: str, username: str, password: str, *, allow_anonymous: bool = False, basic: bool = False
+    ) -> None:
         self.backend = backend  # host:port
         self.username = username
         self.password = password
         self.allow_anonymous = allow_anonymous
+        self.basic = basic
+        self._failures: list[tuple[str, str, int]] = []
         self.access_token_field = False
         self.tokens: set[str] = set()
         self.log = ProxyLog()
@@ -426,6 +433,24 @@ class BearerProxy:
 
     def drop_blob_after(self, n: int) -> None:
         self._drop_after = n
+
+    def fail_next(self, method: str, fragment: str, status: int) -> None:
+        with self.log.lock:
+            self._failures.append((method, fragment, status))
+
+    def _take_failure(self, method: str, path: str) -> int | None:
+        with self.log.lock:
+            for i, (m, fragment, status) in enumerate(self._failures):
+                if m == method and fragment in path:
+                    del self._failures[i]
+                    return status
+        return None
+
+    def _basic_ok(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return (user, password) == (self.username, self.password)
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         proxy = self
@@ -481,18 +506,31 @@ class BearerProxy:
                     self._token()
                     return
                 auth = self.headers.get("Authorization", "")
-                if not (auth.startswith("Bearer ") and auth[7:] in proxy.tokens):
+                if proxy.basic:
+                    if not proxy._basic_ok(auth):
+                        self._drain()
+                        self._reply(401, b"", {"WWW-Authenticate": 'Basic realm="test-registry"'})
+                        return
+                elif not (auth.startswith("Bearer ") and auth[7:] in proxy.tokens):
                     scope = self._scope()
                     challenge = f'Bearer realm="http://{proxy.host}/token",service="test-registry"'
                     if scope:
                         challenge += f',scope="{scope}"'
                     body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length:
-                        self.rfile.read(length)
+                    self._drain()
                     self._reply(401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
                     return
+                status = proxy._take_failure(self.command, self.path)
+                if status is not None:
+                    self._drain()
+                    self._reply(status, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
+                    return
                 self._forward()
+
+            def _drain(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
