@@ -424,13 +424,30 @@ class RegistryClient:
         self._platform_text = platform
         self._tokens: dict[tuple[str, str], str] = {}
         self._basic: dict[str, str] = {}
+        self._schemes: dict[str, str] = {}
         self.backoff = 0.5  # seconds; doubled per attempt, capped at 10 s
 
     # -- plumbing --
 
+    def plain_http_allowed(self, registry: str) -> bool:
+        """Loopback hosts and the registries the caller listed as insecure may be spoken to over HTTP."""
+        return is_loopback(registry) or registry.lower() in self._insecure or _hostname(registry) in self._insecure
+
     def _base(self, registry: str) -> str:
-        plain = is_loopback(registry) or registry.lower() in self._insecure or _hostname(registry) in self._insecure
-        return f"{'http' if plain else 'https'}://{registry}"
+        """``https://host`` — or, where plain HTTP is allowed and HTTPS does not answer, ``http://host``.
+
+        As Docker does for such registries, HTTPS is tried first (one ``GET /v2/``, remembered per
+        registry), so a loopback registry with TLS is still spoken to over TLS.
+        """
+        if registry not in self._schemes:
+            scheme = "https"
+            if self.plain_http_allowed(registry):
+                try:
+                    self._session.get(f"https://{registry}/v2/", timeout=(5, 15)).close()
+                except requests.RequestException:
+                    scheme = "http"
+            self._schemes[registry] = scheme
+        return f"{self._schemes[registry]}://{registry}"
 
     def _credentials(self, registry: str) -> tuple[_Credentials | None, str]:
         if self._creds is None:
@@ -487,7 +504,7 @@ class RegistryClient:
         if "basic" in challenges:
             if creds is None:
                 raise RegistryError(f"{registry} asks for Basic credentials: {why}")
-            if not urlsplit(self._base(registry)).scheme == "https" and not is_loopback(registry):
+            if self._base(registry).startswith("http:") and not is_loopback(registry):
                 raise RegistryError(f"{registry}: refusing to send Basic credentials over plain HTTP")
             self._basic[registry] = creds.basic()
             return
@@ -1126,16 +1143,35 @@ def split_registry(registry: str) -> tuple[str, str]:
     return host, prefix
 
 
+def _is_saved_archive(path: Path) -> bool:
+    """``*.oci.tar``, or any ``*.tar`` that starts as ``save`` writes one (a ``blobs/`` folder first).
+
+    The second form lets a bundle carry archives under other names (``image.tar``) without opening
+    every other tar of the bundle: only its first 512-byte header is read.
+    """
+    if path.name.endswith(".oci.tar"):
+        return True
+    try:
+        with path.open("rb") as f:
+            header = f.read(512)
+    except OSError:
+        return False
+    return len(header) == 512 and header[:100].rstrip(b"\0") == b"blobs/"
+
+
 def publish_images(exploded_dir: Path, registry: str, *, client: RegistryClient, log: Log) -> list[tuple[str, str]]:
-    """Push every ``*.oci.tar`` under ``exploded_dir`` to ``registry`` (``HOST[:PORT]/PREFIX``).
+    """Push every OCI archive ``save`` wrote under ``exploded_dir`` to ``registry`` (``HOST[:PORT]/PREFIX``).
+
+    Archives are ``*.oci.tar`` files and other ``*.tar`` files that begin like one (see
+    ``_is_saved_archive``).
 
     Each goes to ``<registry>/<its original repository path>``, by digest and by its tag when it has
     one. Returns (target reference, digest) for each archive, in path order.
     """
     host, prefix = split_registry(registry)
-    archives = sorted(exploded_dir.rglob("*.oci.tar"))
+    archives = sorted(p for p in exploded_dir.rglob("*.tar") if p.is_file() and _is_saved_archive(p))
     if not archives:
-        log(f"publish-images: no *.oci.tar under {exploded_dir}")
+        log(f"publish-images: no OCI archive under {exploded_dir}")
     pushed: list[tuple[str, str]] = []
     for archive in archives:
         with tarfile.open(archive, "r:") as tar:

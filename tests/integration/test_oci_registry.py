@@ -42,6 +42,7 @@ from tests.support.registry import (
     whiteout,
     write_docker_config,
 )
+from tests.support.tls import make_ca
 
 pytestmark = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="docker-registry is not installed")
 
@@ -409,3 +410,38 @@ def test_push_refuses_a_tampered_archive(pushed: Pushed, registry: RegistryServe
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(RegistryError, match=rf"m.oci.tar: blob {layer} does not match its digest"):
         client.push(saved.oci_archive, parse_image_ref(f"{registry.host}/tampered/multi:1"))
+
+
+def test_https_first_even_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loopback registry with TLS is spoken to over TLS, trusting REQUESTS_CA_BUNDLE; plain HTTP is
+    only the fallback when HTTPS does not answer."""
+    ca, cert, key = make_ca(tmp_path / "ca")
+    server = RegistryServer(tmp_path / "tls-registry", tls=(cert, key), ca=ca)
+    server.start()
+    try:
+        image = unique_image()
+        skopeo_push(tmp_path, [image], f"{server.host}/secure/img:1")
+        ref = parse_image_ref(f"{server.host}/secure/img:1")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        client = _client()
+        assert client.resolve(ref).digest == image.digest
+        assert client._base(server.host) == f"https://{server.host}"
+        saved = client.save(client.resolve(ref), tmp_path / "out", basename="s", rootfs=False)
+        assert client.push(saved.oci_archive, parse_image_ref(f"{server.host}/secure/copy:1")) == image.digest
+        # Without the CA the TLS handshake fails; the fallback to HTTP then meets a TLS server: refused.
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        with pytest.raises(RegistryError, match=f"manifest {server.host}/secure/img:1"):
+            _client().resolve(ref)
+    finally:
+        server.stop()
+
+
+def test_publish_finds_archives_by_content(pushed: Pushed, registry: RegistryServer, tmp_path: Path) -> None:
+    client = _client()
+    saved = client.save(client.resolve(pushed.ref), tmp_path / "work", basename="m", rootfs=False)
+    exploded = tmp_path / "exploded" / "image-x"
+    exploded.mkdir(parents=True)
+    saved.oci_archive.rename(exploded / "image.tar")
+    (exploded / "other.tar").write_bytes(b"\0" * 1024)  # an unrelated tar is left alone
+    result = publish_images(tmp_path / "exploded", f"{registry.host}/bycontent", client=client, log=lambda _: None)
+    assert result == [(f"{registry.host}/bycontent/test/multi:1@{pushed.amd64.digest}", pushed.amd64.digest)]

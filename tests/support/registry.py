@@ -62,11 +62,16 @@ def _die_with_parent() -> None:
 
 @dataclass
 class RegistryServer:
-    """One ``docker-registry serve`` on 127.0.0.1 with filesystem storage under ``base_dir``."""
+    """One ``docker-registry serve`` on 127.0.0.1 with filesystem storage under ``base_dir``.
+
+    ``tls`` = (certificate, key) serves HTTPS (``ca`` is then the CA that signed it, for the probe).
+    """
 
     base_dir: Path
     port: int = 0
     startup_timeout: float = 30.0
+    tls: tuple[Path, Path] | None = None
+    ca: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -75,7 +80,7 @@ class RegistryServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def storage(self) -> Path:
@@ -92,6 +97,7 @@ class RegistryServer:
             "log:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n  secret: {secrets.token_hex(16)}\n"
+            + (f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n" if self.tls else "")
         )
         return config
 
@@ -112,7 +118,8 @@ class RegistryServer:
             deadline = time.monotonic() + self.startup_timeout
             while time.monotonic() < deadline and self._proc.poll() is None:
                 try:
-                    if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    verify: str | bool = str(self.ca) if self.ca else True
+                    if requests.get(f"{self.url}/v2/", timeout=1, verify=verify).status_code == 200:
                         return
                 except requests.RequestException as exc:
                     last = type(exc).__name__

@@ -199,15 +199,12 @@ def test_docker_config_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_plain_http_only_for_loopback_and_insecure() -> None:
-    client = RegistryClient(insecure_registries=["mirror.lan:5000"])
-    assert client._base("127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert client._base("127.1.2.3") == "http://127.1.2.3"
-    assert client._base("localhost:5000") == "http://localhost:5000"
-    assert client._base("[::1]:5000") == "http://[::1]:5000"
-    assert client._base("mirror.lan:5000") == "http://mirror.lan:5000"
-    assert client._base("mirror.lan:5001") == "https://mirror.lan:5001"
-    assert client._base("ghcr.io") == "https://ghcr.io"
-    assert client._base("10.0.0.1:5000") == "https://10.0.0.1:5000"
+    client = RegistryClient(insecure_registries=["mirror.lan:5000", "other.lan"])
+    for allowed in ("127.0.0.1:5000", "127.1.2.3", "localhost:5000", "[::1]:5000", "mirror.lan:5000", "other.lan:1"):
+        assert client.plain_http_allowed(allowed), allowed
+    for refused in ("mirror.lan:5001", "ghcr.io", "10.0.0.1:5000", "128.0.0.1", "localhost.example.com"):
+        assert not client.plain_http_allowed(refused), refused
+    assert client._base("ghcr.io") == "https://ghcr.io"  # decided without asking anyone
     assert is_loopback("127.0.0.1:1") and not is_loopback("128.0.0.1")
 
 
