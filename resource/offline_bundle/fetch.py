@@ -69,7 +69,7 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 class Fetcher:
     def __init__(self, lock: Lock, out: Path, vars_: Vars, options: FetchOptions, log: Log) -> None:
         self.lock = lock
-        self.out = out
+        self.out = out.absolute()  # tools run in other folders (git -C) write into it
         self.vars = vars_
         self.o = options
         self.log = log

@@ -490,3 +490,72 @@ def test_the_registry_form_publishes_images_by_digest_into_an_internal_registry(
             assert "sha256:" + sha(by_tag) in (entry.fields["digest"], entry.fields["index_digest"])
     finally:
         internal.stop()
+
+
+def test_the_create_pipelines_job_runs_pin_and_fetch_and_puts_the_parts_it_lists(
+    upstream: Upstream, seaweed: SeaweedServer, gpg_keys: GpgKeys, tmp_path: Path
+) -> None:
+    from tests.integration.test_pipelines_e2e import CREATE, load_pipeline, resource, run_task, step
+    from tests.support.concourse import parse_stdout, run_asset
+
+    seaweed.ensure_running()
+    bucket = new_bucket_name()
+    seaweed.client().create_bucket(Bucket=bucket)
+    access, secret = seaweed.credentials(writer=True)
+    up_vars = yaml.safe_load(params(upstream, tmp_path).read_text())
+    create = load_pipeline(
+        CREATE,
+        {
+            "connected_s3_bucket": bucket,
+            "connected_s3_endpoint": seaweed.endpoint,
+            "connected_s3_region": "us-east-1",
+            "connected_s3_access_key_id": access,
+            "connected_s3_secret_access_key": secret,
+            "airgap_decryption_public_key": gpg_keys.recipient.public_armored,
+            "bundle_signing_private_key": gpg_keys.signer.secret_armored,
+            "pin_pipelines": "airgapped/install-pcf.yml",
+            "pin_vars": yaml.safe_dump({k: v for k, v in up_vars.items() if k != "github_token"}),
+            "pin_keep": "terraform-state",
+            "fetch_credentials": yaml.safe_dump({"github_token": GITHUB_TOKEN}),
+            "airgap_s3_products_prefix": "products/",
+        },
+    )
+    work = tmp_path / "build"
+    (work / "pipelines" / "airgapped").mkdir(parents=True)
+    shutil.copy(PIPELINE, work / "pipelines" / "airgapped" / "install-pcf.yml")
+    for name in ("pin", "fetch"):
+        config = step(create, "bundle-pinned-pipelines", "task", name)["config"]
+        # The worker's trust store holds the private CA of the test's HTTPS server.
+        config = {**config, "params": {**config["params"], "REQUESTS_CA_BUNDLE": str(upstream.https.ca_pem)}}
+        for out in config.get("outputs", []):
+            (work / out["name"]).mkdir(exist_ok=True)
+        proc = run_task(config, work)
+        assert proc.returncode == 0, f"task {name}:\n{proc.stdout}\n{proc.stderr}"
+    assert GITHUB_TOKEN not in proc.stdout + proc.stderr
+    assert not any(p.name.startswith("tmp") for p in work.iterdir())  # the vars files stayed out of the outputs
+
+    # --target-prefix: the rewritten pipeline reads below the products prefix.
+    rewritten = yaml.safe_load((work / "pinned" / "install-pcf.yml").read_text())
+    assert all(
+        g["version"]["path"].startswith("products/offline/")
+        for j in rewritten["jobs"]
+        for g in _all_steps(j["plan"])
+        if "get" in g and "version" in g
+    )
+
+    # load_var + the put, as Concourse would run them.
+    load = step(create, "bundle-pinned-pipelines", "load_var", "fetched-parts")
+    parts = json.loads((work / load["file"]).read_text())
+    lock_hash = sha((work / "pinned" / "offline.lock.yml").read_bytes())[:12]
+    assert {"name": "pinned-pipelines", "path": "pinned", "destination": f"offline/pipelines/{lock_hash}/"} in parts
+    put = step(create, "bundle-pinned-pipelines", "put", "bundle")
+    assert put["params"]["parts"] == "((.:fetched-parts))"
+    (work / "bundle-version").mkdir()
+    (work / "bundle-version" / "version").write_text("2.0.0")
+    request = {"source": resource(create, "bundle")["source"], "params": {**put["params"], "parts": parts}}
+    answer = parse_stdout(run_asset("out", request, work))
+    assert answer["version"] == {"version": "2.0.0"}
+    name = resource(create, "bundle")["source"]["name"]
+    signed = read_object(seaweed, bucket, f"{name}/2.0.0/manifest.json.asc").decode()
+    manifest = json.loads(signed.split("\n\n", 1)[1].split("\n-----BEGIN PGP SIGNATURE", 1)[0].replace("\n- ", "\n"))
+    assert sorted(p["name"] for p in manifest["parts"]) == sorted(p["name"] for p in parts)

@@ -101,6 +101,8 @@ def interpolate(value: Any, variables: dict[str, Any]) -> Any:
 
     if isinstance(value, str):
         whole = re.fullmatch(r"\(\(([^()]*)\)\)", value)
+        if whole and parse_var(whole.group(1)).source == ".":
+            return value  # a local var (load_var): set while the build runs, not by set-pipeline
         if whole:
             return lookup(whole.group(1))
         return VAR_RE.sub(lambda m: str(lookup(m.group(1))), value)
