@@ -413,7 +413,10 @@ class Pinner:
             id=f"image:{ident.repository}@{ident.digest}",
             part=f"image-{s[:60]}-{hexd[:12]}",
             destination=dest,
-            keys={"rootfs": dest + ROOTFS_FILE, "oci": dest + OCI_FILE},
+            # With --registry the far side pushes the OCI archive; no rootfs tarball is carried.
+            keys={"oci": dest + OCI_FILE}
+            if self.o.registry
+            else {"rootfs": dest + ROOTFS_FILE, "oci": dest + OCI_FILE},
             fields={
                 "repository": ident.repository,
                 "tag": ident.tag,

@@ -45,9 +45,12 @@ def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 def cmd_fetch(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     from .fetch import FetchOptions, fetch_lock, parse_part_spec
     from .lint import load_params
+    from .pin import Vars, load_lock
 
     values = load_params(args.vars) if args.vars else {}
-    redact.add([str(v) for v in values.values() if isinstance(v, str) and len(v) >= 4])
+    # The values the lock's credentials name are secrets: never printed, whatever prints them.
+    refs = [r for e in load_lock(args.lock).entries.values() for r in (e.fields.get("credentials") or {}).values()]
+    redact.add([str(v) for v in (Vars(values).resolve(r) for r in refs) if v not in refs and str(v)])
     options = FetchOptions(
         insecure_registries=tuple(args.insecure_registry or ()),
         parts_base=args.parts_base,
