@@ -112,6 +112,30 @@ def _latest(source: Source, store: Store) -> str:
 # --------------------------------------------------------------------------------------- commands
 
 
+def _parts_file(path: str) -> list[tuple[str, str, str]]:
+    """A put's ``parts`` list as a file: what ``fetch`` writes as ``parts.json`` (JSON is YAML)."""
+    doc = _load_list(path)
+    out = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("path"), str):
+            raise ConfigError(f"--parts-file {path}: item {i} must be a map with name and path (and destination)")
+        out.append((item["name"], item["path"], str(item.get("destination") or "")))
+    return out
+
+
+def _load_list(path: str) -> list[Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"--parts-file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--parts-file {path} is not valid JSON or YAML: {e}") from None
+    if not isinstance(doc, list):
+        raise ConfigError(f"--parts-file {path} must hold a list of parts")
+    return doc
+
+
 def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
     from .pack import Packer
 
@@ -119,11 +143,18 @@ def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
     redact.add(source.secret_values())
     parts = []
     seen = set()
-    for spec in args.part:
+    specs: list[tuple[str, str, str]] = []
+    for spec in args.part or ():
         name, sep, rest = spec.partition("=")
         if not sep or not rest:
             raise ConfigError(f"--part {spec!r} must be NAME=PATH or NAME=PATH=DESTINATION")
         path, _, dest = rest.partition("=")
+        specs.append((name, path, dest))
+    for f in args.parts_file or ():
+        specs += _parts_file(f)
+    if not specs:
+        raise ConfigError("give the parts with --part NAME=PATH[=DEST] or --parts-file FILE")
+    for name, path, dest in specs:
         name = check_part_name(name)
         if name in seen:
             raise ConfigError(f"--part {name} is given twice")
@@ -287,9 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--part",
         action="append",
-        required=True,
         metavar="NAME=PATH[=DEST]",
         help="a part: glob PATH under --base",
+    )
+    sp.add_argument(
+        "--parts-file",
+        action="append",
+        metavar="FILE",
+        help="parts as a JSON/YAML list of {name, path, destination} (fetch's parts.json)",
     )
     sp.add_argument("--base", default=".", help="folder the part paths are relative to (default: .)")
     sp.add_argument("--version", dest="version", help="bundle version (default: a UTC timestamp)")

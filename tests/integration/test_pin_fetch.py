@@ -559,3 +559,42 @@ def test_the_create_pipelines_job_runs_pin_and_fetch_and_puts_the_parts_it_lists
     signed = read_object(seaweed, bucket, f"{name}/2.0.0/manifest.json.asc").decode()
     manifest = json.loads(signed.split("\n\n", 1)[1].split("\n-----BEGIN PGP SIGNATURE", 1)[0].replace("\n- ", "\n"))
     assert sorted(p["name"] for p in manifest["parts"]) == sorted(p["name"] for p in parts)
+
+
+def test_pack_takes_fetchs_parts_file_and_the_medium_verifies(carried: dict[str, Any], gpg_keys: GpgKeys) -> None:
+    tmp, build = carried["tmp"], carried["build"]
+    config = tmp / "pack.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "pinned",
+                "recipient_public_keys": [gpg_keys.recipient.public_armored],
+                "signing_private_key": gpg_keys.signer.secret_armored,
+                "trusted_public_keys": [gpg_keys.signer.public_armored],
+                "decryption_private_key": gpg_keys.recipient.secret_armored,
+            }
+        )
+    )
+    medium = tmp / "medium"
+    parts = build / "fetched" / "parts.json"
+    packed = cli(
+        "pack",
+        "--config",
+        config,
+        "--to-dir",
+        medium,
+        "--base",
+        build,
+        "--parts-file",
+        parts,
+        "--version",
+        "1.0.0",
+        tmp=tmp,
+    )
+    assert f"{len(carried['parts'])} part(s)" in packed.stdout, packed.stdout
+    verified = cli("verify", "--config", config, "--from-dir", medium, tmp=tmp)
+    assert verified.stdout.startswith("OK pinned 1.0.0"), verified.stdout
+    bad = tmp / "bad-parts.json"
+    bad.write_text('{"name": "x"}')
+    refused = cli("pack", "--config", config, "--to-dir", medium, "--parts-file", bad, tmp=tmp, ok=False)
+    assert refused.returncode == 1 and "must hold a list of parts" in refused.stderr
