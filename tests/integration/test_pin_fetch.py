@@ -30,7 +30,6 @@ import yaml
 
 from offline_bundle.pin import Vars, load_lock
 from tests.support.cli import run_cli
-from tests.support.concourse import make_source
 from tests.support.gitrepo import GitRepo
 from tests.support.gpgkeys import GpgKeys
 from tests.support.https_server import HttpsFileServer
@@ -55,6 +54,7 @@ PIPELINE = DATA / "install-pcf.yml"
 OM_AMD64 = b"#!/bin/sh\necho om 7.9.0 amd64\n" * 100
 OM_ARM64 = b"#!/bin/sh\necho om 7.9.0 arm64\n" * 90
 GITHUB_TOKEN = "gh-test-token-0123456789"
+PINNED_PART = "pinned-pipelines=pinned=offline/pipelines/"
 
 
 def sha(data: bytes) -> str:
@@ -183,6 +183,14 @@ def pin(up: Upstream, tmp: Path, out: str = "pinned", *extra: str) -> Path:
     return tmp / out
 
 
+def fetch(
+    up: Upstream, pinned: Path, out: Path, vars_file: Path, *extra: Any, tmp: Path, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    lock = pinned / "offline.lock.yml"
+    args = ("--vars", vars_file, "--ca-bundle", up.https.ca_pem, *extra)
+    return cli("fetch", lock, "--out", out, *args, tmp=tmp, ok=ok)
+
+
 @pytest.fixture(scope="module")
 def carried(
     upstream: Upstream, seaweed: SeaweedServer, gpg_keys: GpgKeys, tmp_path_factory: pytest.TempPathFactory
@@ -195,15 +203,11 @@ def carried(
     shutil.copytree(pinned, build / "pinned")
     creds = tmp / "creds.yml"
     creds.write_text(yaml.safe_dump({"github_token": GITHUB_TOKEN}))
-    fetch = cli(
-        "fetch",
-        build / "pinned" / "offline.lock.yml",
-        "--out",
+    fetched = fetch(
+        upstream,
+        build / "pinned",
         build / "fetched",
-        "--vars",
         creds,
-        "--ca-bundle",
-        upstream.https.ca_pem,
         "--also-part",
         "pinned-pipelines=pinned=offline/pipelines/",
         tmp=tmp,
@@ -214,26 +218,7 @@ def carried(
     bundle_bucket, products_bucket = new_bucket_name(), new_bucket_name()
     for b in (bundle_bucket, products_bucket):
         seaweed.client().create_bucket(Bucket=b)
-    sides = Sides(
-        seaweed,
-        bundle_bucket,
-        gpg_keys,
-        make_source(
-            seaweed,
-            bundle_bucket,
-            use_writer_identity=True,
-            recipient_public_keys=[gpg_keys.recipient.public_armored],
-            signing_private_key=gpg_keys.signer.secret_armored,
-        ),
-        make_source(
-            seaweed,
-            bundle_bucket,
-            use_readonly_identity=True,
-            trusted_public_keys=[gpg_keys.signer.public_armored],
-            decryption_private_key=gpg_keys.recipient.secret_armored,
-        ),
-        tmp,
-    )
+    sides = Sides.create(seaweed, bundle_bucket, gpg_keys, tmp)
     sides.put(build, {"parts": parts, "version": "1.0.0"})
     exploded = tmp / "exploded"
     sides.get("1.0.0", exploded)
@@ -254,7 +239,7 @@ def carried(
     return {
         "tmp": tmp,
         "build": build,
-        "fetch": fetch,
+        "fetch": fetched,
         "parts": parts,
         "products": products_bucket,
         "exploded": exploded,
@@ -377,7 +362,7 @@ def test_the_rewritten_pipeline_passes_lint_and_the_schema(carried: dict[str, An
     assert schema_errors(schema, yaml.safe_load(path.read_text())) == []
 
 
-def test_fetch_writes_parts_ready_for_the_put_and_resumes(carried: dict[str, Any]) -> None:
+def test_fetch_writes_parts_ready_for_the_put_and_resumes(carried: dict[str, Any], upstream: Upstream) -> None:
     lock, parts = carried["lock"], carried["parts"]
     assert sorted(p["name"] for p in parts) == sorted([e.part for e in lock.entries.values()] + ["pinned-pipelines"])
     for p in parts:
@@ -385,15 +370,17 @@ def test_fetch_writes_parts_ready_for_the_put_and_resumes(carried: dict[str, Any
             assert p["path"] == f"fetched/{p['name']}"
     assert f"fetched {len(lock.entries)} artifact(s), 0 already there" in carried["fetch"].stdout
     # A second run finds everything in place and downloads nothing.
-    again = cli(
-        "fetch",
-        carried["build"] / "pinned" / "offline.lock.yml",
-        "--out",
-        carried["build"] / "fetched",
-        "--vars",
+    build = carried["build"]
+    again = fetch(
+        upstream,
+        build / "pinned",
+        build / "fetched",
         carried["tmp"] / "creds.yml",
+        "--also-part",
+        PINNED_PART,
         tmp=carried["tmp"],
     )
+    assert json.loads((build / "fetched" / "parts.json").read_text()) == parts
     assert f"fetched 0 artifact(s), {len(lock.entries)} already there" in again.stdout
     # No token anywhere in what was written.
     for root, _, files in os.walk(carried["build"]):
@@ -427,18 +414,7 @@ def test_a_registry_blob_that_does_not_match_its_digest_fails_fetch_naming_it(
     czero = upstream.image("czero", "czero")
     layer = czero.layer_digests[0]
     with upstream.registry.corrupted_blob(layer):
-        proc = cli(
-            "fetch",
-            pinned / "offline.lock.yml",
-            "--out",
-            tmp_path / "fetched",
-            "--vars",
-            params(upstream, tmp_path),
-            "--ca-bundle",
-            upstream.https.ca_pem,
-            tmp=tmp_path,
-            ok=False,
-        )
+        proc = fetch(upstream, pinned, tmp_path / "fetched", params(upstream, tmp_path), tmp=tmp_path, ok=False)
     assert proc.returncode != 0
     assert layer in proc.stderr and "test/czero" in proc.stderr, proc.stderr
     assert not any((tmp_path / "fetched").glob("image-*czero*")), "a part of the bad image was left"
@@ -451,17 +427,7 @@ def test_the_registry_form_publishes_images_by_digest_into_an_internal_registry(
     internal.start()
     try:
         pinned = pin(upstream, tmp_path, "pinned", "--registry", f"{internal.host}/mirror")
-        cli(
-            "fetch",
-            pinned / "offline.lock.yml",
-            "--out",
-            tmp_path / "fetched",
-            "--vars",
-            params(upstream, tmp_path),
-            "--ca-bundle",
-            upstream.https.ca_pem,
-            tmp=tmp_path,
-        )
+        fetch(upstream, pinned, tmp_path / "fetched", params(upstream, tmp_path), tmp=tmp_path)
         lock = load_lock(pinned / "offline.lock.yml")
         images = [e for e in lock.entries.values() if e.kind == "image"]
         assert not list((tmp_path / "fetched").rglob("rootfs.tgz"))  # no S3 form needed

@@ -146,11 +146,14 @@ def new_bucket(server: SeaweedServer) -> str:
     return name
 
 
-def objects(server: SeaweedServer, bucket: str) -> dict[str, tuple[bytes, dict[str, str]]]:
+def objects(server: SeaweedServer, bucket: str, *, records: bool = False) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The bucket's objects: the published files, or (``records``) the transfer records publish left."""
     client = server.client()
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for o in page.get("Contents", []):
+            if ("/_records/" in o["Key"]) != records:
+                continue
             r = client.get_object(Bucket=bucket, Key=o["Key"])
             out[o["Key"]] = (r["Body"].read(), r.get("Metadata") or {})
     return out
@@ -301,6 +304,10 @@ def test_both_pipelines_end_to_end(
     assert counts(proc.stdout) == (len(PUBLISHED), 0)
 
     got = objects(airgap, products)
+    # The publish left its transfer record beside the products, under the bundle's name.
+    records = objects(airgap, products, records=True)
+    assert [k.split("/")[:2] for k in records] == [[bundle_name, "_records"]] and "-publish-" in next(iter(records))
+    assert json.loads(next(iter(records.values()))[0])["signer"] == gpg_keys.signer.fingerprint
     assert sorted(got) == sorted(PUBLISHED)  # the pipelines part is skipped: it is set, not published
     for key, (data, metadata) in got.items():
         want = (build / SOURCE_OF.get(key, key)).read_bytes()

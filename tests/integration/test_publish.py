@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from tests.support.cli import ok, run_cli, write_yaml
-from tests.support.concourse import make_source
 from tests.support.gpgkeys import GpgKeys
 from tests.support.seaweed import REGION, SeaweedServer, new_bucket_name
 from tests.support.sides import Sides
@@ -78,26 +77,7 @@ def made(
     bucket = new_bucket_name()
     seaweed.client().create_bucket(Bucket=bucket)
     tmp = tmp_path_factory.mktemp("publish")
-    sides = Sides(
-        seaweed,
-        bucket,
-        gpg_keys,
-        make_source(
-            seaweed,
-            bucket,
-            use_writer_identity=True,
-            recipient_public_keys=[gpg_keys.recipient.public_armored],
-            signing_private_key=gpg_keys.signer.secret_armored,
-        ),
-        make_source(
-            seaweed,
-            bucket,
-            use_readonly_identity=True,
-            trusted_public_keys=[gpg_keys.signer.public_armored],
-            decryption_private_key=gpg_keys.recipient.secret_armored,
-        ),
-        tmp,
-    )
+    sides = Sides.create(seaweed, bucket, gpg_keys, tmp)
     build = build_tree(tmp / "build")
     sides.put(build, {"parts": PARTS, "version": VERSION})
     exploded = tmp / "exploded"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.concourse import parse_stdout, run_asset
+from tests.support.concourse import make_source, parse_stdout, run_asset
 from tests.support.gpgkeys import GpgKeys
 from tests.support.seaweed import SeaweedServer
 
@@ -28,6 +28,26 @@ class Sides:
     get_source: dict[str, Any]
     tmp: Path
     runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, server: SeaweedServer, bucket: str, keys: GpgKeys, tmp: Path) -> Sides:
+        """Each side with the least privileges README documents: the put side can read, list and
+        write objects (no admin, no bucket creation); the get side can only read and list."""
+        put_source = make_source(
+            server,
+            bucket,
+            use_writer_identity=True,
+            recipient_public_keys=[keys.recipient.public_armored],
+            signing_private_key=keys.signer.secret_armored,
+        )
+        get_source = make_source(
+            server,
+            bucket,
+            use_readonly_identity=True,
+            trusted_public_keys=[keys.signer.public_armored],
+            decryption_private_key=keys.recipient.secret_armored,
+        )
+        return cls(server, bucket, keys, put_source, get_source, tmp)
 
     def client(self) -> Any:
         return self.server.client()
