@@ -175,6 +175,10 @@ def _tarinfo(e: Entry) -> tarfile.TarInfo:
     return ti
 
 
+COALESCE = 256 << 10  # see TarStream.read
+TAR_READ_BUFFER = 64 << 10  # see extract_part
+
+
 class TarStream(io.RawIOBase):
     """A readable tar of ``entries``, produced as it is read; fills each entry's ``sha256``.
 
@@ -187,7 +191,14 @@ class TarStream(io.RawIOBase):
         self._buf = b""
         self._on_bytes = on_bytes
         self._aborted: BaseException | None = None
+        self._pending = b""
         self.size = 0
+
+    def _next(self) -> bytes:
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
+        return next(self._gen, b"")
 
     def abort(self, reason: BaseException) -> None:
         """Stop producing: the consumer failed, so reading the remaining files is wasted work."""
@@ -232,7 +243,7 @@ class TarStream(io.RawIOBase):
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
         if not self._buf:
-            self._buf = next(self._gen, b"")
+            self._buf = self._next()
             if not self._buf:
                 return 0
         n = min(len(b), len(self._buf))
@@ -246,12 +257,27 @@ class TarStream(io.RawIOBase):
         if self._aborted is not None:
             raise self._aborted
         if size is None or size < 0:
-            return b"".join([self._buf, *self._gen])
+            return b"".join([self._buf, self._pending, *self._gen])
         if not self._buf:
-            self._buf = next(self._gen, b"")
+            self._buf = self._next()
+        if len(self._buf) < min(size, COALESCE):
+            # Small files come as a header, a few KiB and padding: gather them, so that whoever reads
+            # (gpg's stdin pipe, an upload) gets one large write, not three tiny ones per file. A
+            # large chunk is never copied into the gathering: it waits for the next read.
+            pieces, have = [self._buf], len(self._buf)
+            while have < min(size, COALESCE):
+                nxt = self._next()
+                if not nxt:
+                    break
+                if len(nxt) >= COALESCE:
+                    self._pending = nxt
+                    break
+                pieces.append(nxt)
+                have += len(nxt)
+            self._buf = b"".join(pieces) if len(pieces) > 1 else pieces[0]
         if len(self._buf) <= size:
             out, self._buf = self._buf, b""
-        else:  # rare: callers read at least a chunk at a time
+        else:
             out, self._buf = self._buf[:size], self._buf[size:]
         self.size += len(out)
         return out
@@ -318,7 +344,12 @@ def extract_part(
     if dest is not None:
         os.makedirs(dest, exist_ok=True)
         real_dest = os.path.realpath(dest)
-    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict", bufsize=CHUNK) as tf:
+    # Folders this extraction made (relative to dest): real folders, so a file below one of them
+    # cannot be written through a symlink; only other parents need the realpath walk.
+    made: set[str] = {""}
+    # tarfile's stream reader copies what remains of its buffer on every read (each 512-byte header
+    # too): a small buffer keeps that cheap for small files; large reads are unaffected.
+    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict", bufsize=TAR_READ_BUFFER) as tf:
         for ti in tf:
             name = ti.name.rstrip("/") if ti.isdir() else ti.name
             try:
@@ -347,14 +378,18 @@ def extract_part(
             target = None
             if dest is not None:
                 target = os.path.join(dest, name)
-                parent = os.path.dirname(target)
-                if os.path.realpath(parent) != os.path.join(real_dest, os.path.dirname(name)).rstrip("/"):
+                rel_parent = os.path.dirname(name)
+                if rel_parent not in made and os.path.realpath(os.path.dirname(target)) != os.path.join(
+                    real_dest, rel_parent
+                ).rstrip("/"):
                     raise VerificationError(f"part {part}: {name!r} would be written through a symlink")
                 if os.path.lexists(target):
                     raise VerificationError(f"part {part}: {name!r} already exists in the staging folder")
             if kind == "dir":
                 if target is not None:
                     os.mkdir(target, 0o700)
+                    if rel_parent in made:  # a real folder inside a real folder
+                        made.add(name)
                 dirs.append(entry)
                 continue
             if kind == "symlink":

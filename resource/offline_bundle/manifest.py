@@ -8,6 +8,7 @@ folder, and a format it does not know is refused rather than half-read.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,8 +220,11 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: st
     return value
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex(value: str) -> bool:
-    return len(value) == SHA256_HEX_LENGTH and all(c in "0123456789abcdef" for c in value)
+    return len(value) == SHA256_HEX_LENGTH and _HEX64.fullmatch(value) is not None
 
 
 def _parse_file(doc: Any, where: str) -> FileEntry:

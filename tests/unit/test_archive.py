@@ -247,3 +247,29 @@ def test_extraction_never_escapes_and_admits_only_the_manifest(
             assert os.path.realpath(dest / e.path).startswith(str(dest)) or e.type == "symlink"
     assert os.listdir(sentinel) == []
     assert sorted(os.listdir(root)) in (["outside"], ["dest", "outside"])
+
+
+def test_small_files_are_read_in_large_coalesced_chunks_and_large_chunks_are_not_copied(tmp_path: Path) -> None:
+    from offline_bundle.archive import CHUNK, COALESCE
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(400):
+        (root / f"f{i:03d}").write_bytes(os.urandom(4096))
+    (root / "zz-big").write_bytes(os.urandom(3 * CHUNK))
+    plan = plan_part(tmp_path, "p", "many", "p/")
+    stream = TarStream(plan.entries)
+    sizes = []
+    data = bytearray()
+    while chunk := stream.read(CHUNK):
+        sizes.append(len(chunk))
+        data += chunk
+    # 400 small files (1.8 MiB of tar) arrive in a handful of reads, not ~800; the big file's 1 MiB
+    # chunks arrive as they were generated.
+    small_reads = [s for s in sizes[:-4] if s < COALESCE]
+    assert len(sizes) < 20 and len(small_reads) <= 1, sizes
+    assert sizes.count(CHUNK) >= 3
+    files = [e.to_file_entry() for e in plan.entries]
+    res = extract_part(io.BytesIO(bytes(data)), tuple(files), str(tmp_path / "out"), part="p")
+    assert res.files == 401
+    assert (tmp_path / "out" / "f399").read_bytes() == (root / "f399").read_bytes()
