@@ -177,6 +177,54 @@ def _tarinfo(e: Entry) -> tarfile.TarInfo:
 
 COALESCE = 256 << 10  # see TarStream.read
 TAR_READ_BUFFER = 64 << 10  # see extract_part
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+_TYPEFLAG = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "file": tarfile.REGTYPE}
+_USTAR_MAX = 8**11  # size and mtime fit the header's 11 octal digits below this
+_HEADER_TAIL = tarfile.POSIX_MAGIC + b"\x00" * (32 + 32 + 8 + 8 + 155 + 12)  # magic, uname, gname, dev*, prefix, pad
+
+
+def _header(e: Entry) -> bytes:
+    """The tar header of ``e``: the same bytes tarfile writes in PAX format, about 8x faster.
+
+    Why: with many small files tarfile's header code was over half of the packing CPU. The common
+    case (ASCII names and targets up to 100 bytes, sizes and times that fit 11 octal digits, owner
+    0:0 without names) is a single ustar block, built here directly; anything else goes to tarfile,
+    which adds the PAX records it needs. tests/unit/test_archive.py checks both give equal bytes.
+    """
+    name = e.path + "/" if e.type == "dir" else e.path
+    link = e.target or "" if e.type == "symlink" else ""
+    size = e.size if e.type == "file" else 0
+    try:
+        nb, lb = name.encode("ascii"), link.encode("ascii")
+    except UnicodeEncodeError:
+        nb = lb = b""
+        ok = False
+    else:
+        ok = len(nb) <= 100 and len(lb) <= 100 and 0 <= size < _USTAR_MAX and 0 <= e.mtime < _USTAR_MAX
+    if not ok:
+        return _tarinfo(e).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    block = b"".join(
+        (
+            nb.ljust(100, b"\x00"),
+            b"%07o\x00" % (e.mode & 0o7777),
+            b"0000000\x000000000\x00",  # uid, gid: 0
+            b"%011o\x00" % size,
+            b"%011o\x00" % e.mtime,
+            b"        ",  # the checksum field counts as spaces
+            _TYPEFLAG[e.type],
+            lb.ljust(100, b"\x00"),
+            _HEADER_TAIL,
+        )
+    )
+    return block[:148] + b"%06o\x00" % sum(block) + block[155:]
 
 
 class TarStream(io.RawIOBase):
@@ -210,7 +258,7 @@ class TarStream(io.RawIOBase):
     def _generate(self) -> Iterator[bytes]:
         written = 0
         for e in self._entries:
-            header = _tarinfo(e).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            header = _header(e)
             written += len(header)
             yield header
             if e.type != "file":
@@ -352,12 +400,12 @@ def extract_part(
     with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict", bufsize=TAR_READ_BUFFER) as tf:
         for ti in tf:
             name = ti.name.rstrip("/") if ti.isdir() else ti.name
-            try:
-                check_member_path(name)
-            except VerificationError as e:
-                raise VerificationError(f"part {part}: {e}") from None
             entry = want.get(name)
-            if entry is None:
+            if entry is None:  # (a name the manifest lists passed this check when it was parsed)
+                try:
+                    check_member_path(name)
+                except VerificationError as e:
+                    raise VerificationError(f"part {part}: {e}") from None
                 raise VerificationError(f"part {part}: {name!r} is in the archive but not in the signed manifest")
             if name in seen:
                 raise VerificationError(f"part {part}: {name!r} appears twice in the archive")
@@ -397,10 +445,11 @@ def extract_part(
                     os.symlink(entry.target or "", target)
                     os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
                 continue
-            src = tf.extractfile(ti)
-            assert src is not None
+            # The member's bytes straight from the tar stream (tarfile skips the padding on the next
+            # member); an unbuffered descriptor: small files are one write each.
+            src = tf.fileobj
             h = hashlib.sha256()
-            out = open(target, "xb") if target is not None else None  # noqa: SIM115 - closed below
+            fd = os.open(target, _CREATE_FLAGS, 0o600) if target is not None else None
             sunk = sink.begin(part, entry) if sink is not None else None
             try:
                 remaining = ti.size
@@ -410,27 +459,27 @@ def extract_part(
                         raise VerificationError(f"part {part}: {name!r} is truncated")
                     h.update(chunk)
                     remaining -= len(chunk)
-                    if out is not None:
-                        out.write(chunk)
+                    if fd is not None:
+                        _write_all(fd, chunk)
                     if sunk is not None:
                         sunk.write(chunk)
                     if on_bytes:
                         on_bytes(len(chunk))
                 if h.hexdigest() != entry.sha256:
                     raise VerificationError(f"part {part}: SHA-256 of {name!r} differs from the signed manifest")
+                if fd is not None:
+                    os.fchmod(fd, entry.mode)
+                    os.utime(fd, (entry.mtime, entry.mtime))
             except BaseException:
                 if sunk is not None:
                     sunk.abort()
                 raise
             finally:
-                if out is not None:
-                    out.close()
+                if fd is not None:
+                    os.close(fd)
             if sunk is not None:
                 sunk.commit()
             written += ti.size
-            if target is not None:
-                os.chmod(target, entry.mode)
-                os.utime(target, (entry.mtime, entry.mtime))
     missing = sorted(set(want) - seen)
     if missing:
         raise VerificationError(

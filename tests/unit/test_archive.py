@@ -273,3 +273,34 @@ def test_small_files_are_read_in_large_coalesced_chunks_and_large_chunks_are_not
     res = extract_part(io.BytesIO(bytes(data)), tuple(files), str(tmp_path / "out"), part="p")
     assert res.files == 401
     assert (tmp_path / "out" / "f399").read_bytes() == (root / "f399").read_bytes()
+
+
+_names = st.text(alphabet=st.sampled_from("abz09._- /éü"), min_size=1, max_size=130).filter(
+    lambda s: not s.startswith("/") and "//" not in s and not s.endswith("/")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=_names,
+    kind=st.sampled_from(["file", "dir", "symlink"]),
+    mode=st.integers(0, 0o7777),
+    size=st.one_of(st.integers(0, 5000), st.integers(8**11 - 2, 8**11 + 2)),
+    mtime=st.one_of(st.integers(0, 2**33), st.integers(8**11 - 2, 8**11 + 2)),
+    target=_names,
+)
+def test_the_fast_tar_header_equals_tarfiles(
+    name: str, kind: str, mode: int, size: int, mtime: int, target: str
+) -> None:
+    from offline_bundle.archive import Entry, _header, _tarinfo
+
+    e = Entry(
+        name,
+        "/nowhere",
+        kind,
+        mode,
+        mtime,
+        size=size if kind == "file" else 0,
+        target=target if kind == "symlink" else None,
+    )
+    assert _header(e) == _tarinfo(e).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
