@@ -26,7 +26,7 @@ BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One node to pack: its path in the part, where it is on disk, and what the manifest will say."""
 

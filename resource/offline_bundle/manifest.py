@@ -26,7 +26,7 @@ MAX_LINE = 19_000  # GnuPG clear-signs lines of at most 19,995 characters
 PROBE_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     path: str
     type: str
