@@ -38,17 +38,22 @@ _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False
 LOCAL_BUCKET = "local-folder"
 
 
+def read_yaml(path: str, option: str) -> Any:
+    """A YAML (or JSON) file given with ``option``; errors name the option and the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{option} {path} is not valid YAML ({e.__class__.__name__})") from None
+
+
 def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
     """YAML file first, then ``OFFLINE_BUNDLE_<KEY>`` variables over it."""
     raw: dict[str, Any] = {}
     if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
-        except OSError as e:
-            raise ConfigError(f"--config {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config {path} is not valid YAML ({e.__class__.__name__})") from None
+        loaded = read_yaml(path, "--config")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -114,26 +119,15 @@ def _latest(source: Source, store: Store) -> str:
 
 def _parts_file(path: str) -> list[tuple[str, str, str]]:
     """A put's ``parts`` list as a file: what ``fetch`` writes as ``parts.json`` (JSON is YAML)."""
-    doc = _load_list(path)
+    doc = read_yaml(path, "--parts-file")
+    if not isinstance(doc, list):
+        raise ConfigError(f"--parts-file {path} must hold a list of parts")
     out = []
     for i, item in enumerate(doc):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("path"), str):
             raise ConfigError(f"--parts-file {path}: item {i} must be a map with name and path (and destination)")
         out.append((item["name"], item["path"], str(item.get("destination") or "")))
     return out
-
-
-def _load_list(path: str) -> list[Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"--parts-file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--parts-file {path} is not valid JSON or YAML: {e}") from None
-    if not isinstance(doc, list):
-        raise ConfigError(f"--parts-file {path} must hold a list of parts")
-    return doc
 
 
 def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:

@@ -30,10 +30,11 @@ import botocore
 import certifi
 import pytest
 
-from tests.support.concourse import BUILD_METADATA, make_source, parse_stdout, record_output
+from tests.support.concourse import BUILD_METADATA, parse_stdout, record_output
 from tests.support.gpgkeys import GpgKeys
 from tests.support.paths import REPO_ROOT
 from tests.support.seaweed import SeaweedServer
+from tests.support.sides import Sides
 
 pytestmark = pytest.mark.image
 
@@ -195,20 +196,8 @@ def test_put_check_get_round_trip_inside_the_image(
     (put_dir / "version").mkdir()
     (put_dir / "version" / "number").write_text("1.2.3\n")
 
-    put_source = make_source(
-        seaweed,
-        bucket,
-        use_writer_identity=True,
-        recipient_public_keys=[gpg_keys.recipient.public_armored],
-        signing_private_key=gpg_keys.signer.secret_armored,
-    )
-    get_source = make_source(
-        seaweed,
-        bucket,
-        use_readonly_identity=True,
-        trusted_public_keys=[gpg_keys.signer.public_armored],
-        decryption_private_key=gpg_keys.recipient.secret_armored,
-    )
+    sides = Sides.create(seaweed, bucket, gpg_keys, tmp_path)
+    put_source, get_source = sides.put_source, sides.get_source
 
     # put: /opt/resource/out /tmp/build/put
     out = run_asset(
