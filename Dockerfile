@@ -64,8 +64,9 @@ RUN set -eu; \
 # ---- the image ------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 
-# Runtime only: the interpreter the venv links to, gpg (+ gpg-agent, gpgconf) for python-gnupg, and
-# the public CAs (a source's ca_bundle adds to them). No pip, compiler or venv tooling.
+# Runtime only: the interpreter the venv links to, gpg (+ gpg-agent, gpgconf) for python-gnupg, git
+# and ssh for `pin`/`fetch` of git resources (the create pipeline runs them in this image), and the
+# public CAs (a source's ca_bundle adds to them). No pip, compiler or venv tooling.
 # hadolint ignore=DL3008
 RUN --mount=type=secret,id=extra_ca \
     set -eu; \
@@ -74,7 +75,7 @@ RUN --mount=type=secret,id=extra_ca \
         echo 'Acquire::https::CAInfo "/run/secrets/extra_ca";' >/etc/apt/apt.conf.d/99extra-ca; \
     fi; \
     apt-get update -qq; \
-    apt-get install -y -qq --no-install-recommends ca-certificates gnupg python3 >/dev/null; \
+    apt-get install -y -qq --no-install-recommends ca-certificates git gnupg openssh-client python3 >/dev/null; \
     rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99extra-ca /var/cache/debconf/*-old /var/log/apt/* \
         /var/log/dpkg.log
 

@@ -283,7 +283,7 @@ def test_put_check_get_round_trip_inside_the_image(
 def test_cli_help_and_version_inside(container: Container) -> None:
     help_ = container.run(["offline-bundle", "--help"])
     assert help_.returncode == 0, help_.stderr
-    for command in ("pack", "verify", "unpack", "show", "keygen", "prune"):
+    for command in ("pack", "verify", "unpack", "show", "keygen", "prune", "pin", "fetch", "publish-images"):
         assert command in help_.stdout
     version = container.run(["offline-bundle", "--version"])
     assert version.returncode == 0 and version.stdout.strip() == f"offline-bundle {VERSION}", version
@@ -294,7 +294,14 @@ def test_runtime_tools_and_no_build_tools(rootfs: Path) -> None:
         path = rootfs / "opt" / "resource" / script
         assert path.is_file() and os.access(path, os.X_OK), path
         assert path.read_bytes() == (REPO_ROOT / "assets" / script).read_bytes()
-    for tool in ("usr/bin/gpg", "usr/bin/gpg-agent", "usr/bin/gpgconf", "usr/bin/python3"):
+    for tool in (
+        "usr/bin/gpg",
+        "usr/bin/gpg-agent",
+        "usr/bin/gpgconf",
+        "usr/bin/python3",
+        "usr/bin/git",
+        "usr/bin/ssh",
+    ):
         assert (rootfs / tool).exists(), tool
     certs = rootfs / "etc" / "ssl" / "certs"
     assert (certs / "ca-certificates.crt").stat().st_size > 100_000
