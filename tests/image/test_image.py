@@ -287,6 +287,10 @@ def test_cli_help_and_version_inside(container: Container) -> None:
         assert command in help_.stdout
     version = container.run(["offline-bundle", "--version"])
     assert version.returncode == 0 and version.stdout.strip() == f"offline-bundle {VERSION}", version
+    # pin/fetch of git resources shell out to git (and ssh for git@ URIs).
+    for tool in (["git", "--version"], ["ssh", "-V"]):
+        ran = container.run(tool)
+        assert ran.returncode == 0, (tool, ran.stderr)
 
 
 def test_runtime_tools_and_no_build_tools(rootfs: Path) -> None:
