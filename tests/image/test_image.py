@@ -44,7 +44,7 @@ IMAGE_DIST = Path(os.environ.get("IMAGE_DIST") or REPO_ROOT / "dist")
 if not IMAGE_DIST.is_absolute():
     IMAGE_DIST = REPO_ROOT / IMAGE_DIST
 EXTRA_CA = os.environ.get("EXTRA_CA", "")
-MAX_IMAGE_MB = 250
+MAX_IMAGE_MB = 300  # git (pin/fetch of git resources) brings perl: about 100 MB of the total
 RUN_TIMEOUT = 300.0
 
 
