@@ -88,25 +88,27 @@ class _Handler(BaseHTTPRequestHandler):
         asked = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
 
+        # Each request is logged before its answer goes out: a test reads the log as soon as the client
+        # returns, and the client can return (or retry) before this thread would otherwise get to it.
         def record(status: int, start: int = 0, sent: int = 0) -> None:
             with owner.lock:
                 owner.log.append(Served(self.command, path, status, asked, if_range, start, sent, dict(self.headers)))
 
         if fail is not None:
-            self._reply(fail, b"temporarily unavailable\n", {"Content-Type": "text/plain", "Retry-After": "0"})
             record(fail)
+            self._reply(fail, b"temporarily unavailable\n", {"Content-Type": "text/plain", "Retry-After": "0"})
             return
         if route is None:
-            self._reply(404, b"not found\n", {"Content-Type": "text/plain"})
             record(404)
+            self._reply(404, b"not found\n", {"Content-Type": "text/plain"})
             return
         body = route.body
         if wrong and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
         headers = {"Content-Type": route.content_type, **route.headers}
         if route.status != 200:
-            self._reply(route.status, body, headers, head=head)
             record(route.status, 0, 0 if head else len(body))
+            self._reply(route.status, body, headers, head=head)
             return
         etag = route.tag()
         headers["ETag"] = etag
@@ -121,8 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             first = int(m.group(1))
             last = int(m.group(2)) if m.group(2) else len(body) - 1
             if first >= len(body):
-                self._reply(416, b"", {"Content-Range": f"bytes */{len(body)}"})
                 record(416)
+                self._reply(416, b"", {"Content-Range": f"bytes */{len(body)}"})
                 return
             start, end, status = first, min(last, len(body) - 1) + 1, 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
@@ -132,14 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
             part = payload[:drop]
             self.wfile.write(part)
             self.wfile.flush()
+            record(status, start, len(part))  # before the cut: the client's retry comes after it in the log
             # Cut the connection without a TLS close_notify, as a dying link would.
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
-            record(status, start, len(part))
             return
-        self._reply(status, payload, headers, head=head)
         record(status, start, 0 if head else len(payload))
+        self._reply(status, payload, headers, head=head)
 
     def _start(self, status: int, headers: dict[str, str], length: int) -> None:
         self.send_response(status)
