@@ -12,30 +12,6 @@ command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
-fi
-pkgs="${missing[*]}"
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1 && { sudo -n true >/dev/null 2>&1 || [ -t 0 ]; }; then
-    SUDO=(sudo)
-else
-    echo "install-image-deps: missing Debian packages: ${pkgs}" >&2
-    echo "install-image-deps: not root and no passwordless sudo; run as root:" >&2
-    echo "    apt-get update && apt-get install -y --no-install-recommends ${pkgs}" >&2
-    exit 1
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-image-deps: apt-get not found; install these packages by hand: ${pkgs}" >&2
-    exit 1
-fi
-
-echo "install-image-deps: installing ${pkgs}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-# No recommends: buildah's (fuse-overlayfs, runc/crun) are for other storage drivers and isolations.
-# shellcheck disable=SC2086 # word splitting of $pkgs is intended
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+# shellcheck source=scripts/lib/apt-install.sh
+. "$(dirname "$0")/lib/apt-install.sh"
+apt_install install-image-deps "${missing[@]}"

@@ -29,33 +29,6 @@ if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import ensurepip, venv' >/dev
     missing+=(python3-venv)
 fi
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
-fi
-
-# De-duplicate while keeping order (gnupg may be listed three times).
-pkgs=$(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++' | tr '\n' ' ')
-pkgs="${pkgs% }"
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1 && { sudo -n true >/dev/null 2>&1 || [ -t 0 ]; }; then
-    # Passwordless sudo, or a terminal where sudo can ask for the password.
-    SUDO=(sudo)
-else
-    echo "install-system-deps: missing Debian packages: ${pkgs}" >&2
-    echo "install-system-deps: not root and no passwordless sudo; run as root:" >&2
-    echo "    apt-get update && apt-get install -y --no-install-recommends ${pkgs}" >&2
-    exit 1
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-system-deps: apt-get not found; install these packages by hand: ${pkgs}" >&2
-    exit 1
-fi
-
-echo "install-system-deps: installing ${pkgs}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-# shellcheck disable=SC2086 # word splitting of $pkgs is intended
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+# shellcheck source=scripts/lib/apt-install.sh
+. "$(dirname "$0")/lib/apt-install.sh"
+apt_install install-system-deps "${missing[@]}"
