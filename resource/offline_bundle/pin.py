@@ -476,42 +476,37 @@ class Pinner:
 
     # ---------------------------------------------------------------------------- the rewrite
 
-    def s3_source(self, key: str, capture: str) -> dict[str, Any]:
-        """An ``s3`` resource source whose regexp matches exactly ``key`` (its version is ``capture``).
+    def s3_read(self, key: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``s3`` source and get ``version`` that read exactly the carried object ``key``.
 
-        Exact, because resource types have no ``version`` to pin: only the regexp can hold them still.
+        The regexp matches that one key (its version is the key's folder: the digest, commit or
+        release id every destination ends with), because resource types have no ``version`` to pin:
+        only the regexp can hold them still. Keys are read below the publish target's prefix.
         """
         key = self.o.target_prefix + key
-        cut = key.rindex("/" + capture + "/") + 1
-        head, tail = key[:cut], key[cut + len(capture) :]
+        folder, _, name = key.rpartition("/")
+        head, _, capture = folder.rpartition("/")
         p = self.o.s3_var_prefix
-        return {
+        source = {
             "bucket": f"(({p}bucket))",
             "endpoint": f"(({p}endpoint))",
             "region_name": f"(({p}region))",
             "access_key_id": f"(({p}access_key_id))",
             "secret_access_key": f"(({p}secret_access_key))",
-            "regexp": _escape(head) + "(" + _escape(capture) + ")" + _escape(tail),
+            "regexp": _escape(head + "/") + "(" + _escape(capture) + ")" + _escape("/" + name),
         }
+        return source, {"path": key}
 
-    def image_resource_doc(self, entry: Entry, *, oci: bool = False) -> dict[str, Any]:
-        """``type``/``source`` (+ ``params``/``version`` for gets) reading ``entry`` on the far side."""
+    def image_resource_doc(self, entry: Entry) -> dict[str, Any]:
+        """``type``/``source`` (+ ``params``/``version`` for gets) reading ``entry``'s image on the far side."""
         if self.o.registry:
             repo = self.o.registry.rstrip("/") + "/" + entry.fields["repository"].split("/", 1)[1]
             source: dict[str, Any] = {"repository": repo}
             if entry.fields.get("tag"):
                 source["tag"] = entry.fields["tag"]
             return {"type": "registry-image", "source": source, "version": {"digest": entry.fields["digest"]}}
-        hexd = entry.fields["digest"].split(":", 1)[1]
-        key = entry.keys["oci" if oci else "rootfs"]
-        doc: dict[str, Any] = {
-            "type": "s3",
-            "source": self.s3_source(key, hexd),
-            "version": {"path": self.o.target_prefix + key},
-        }
-        if not oci:
-            doc["params"] = {"unpack": True}
-        return doc
+        s3, version = self.s3_read(entry.keys["rootfs"])
+        return {"type": "s3", "source": s3, "version": version, "params": {"unpack": True}}
 
     def refuse(self, pipeline: str, what: str, why: str) -> None:
         self.lock.refused.append({"pipeline": pipeline, "what": what, "why": why})
@@ -566,12 +561,12 @@ class Pinner:
                 new = {**kept, "type": doc["type"], "source": doc["source"]}
                 get_version, get_params = doc["version"], None
             else:
-                key = entry.keys[how]
-                new = {**kept, "type": "s3", "source": self.s3_source(key, key.rsplit("/", 2)[-2])}
-                get_version = {"path": self.o.target_prefix + key}
+                s3, get_version = self.s3_read(entry.keys[how])
+                new = {**kept, "type": "s3", "source": s3}
                 get_params = {"unpack": True} if how in ("rootfs", "source", "archive") else None
             res.clear()
             res.update(new)
+            oci_source, oci_version = self.s3_read(entry.keys["oci"]) if entry.kind == "image" else ({}, {})
             oci_needed = False
             for plan in plan_of.values():
                 for step in _steps(plan):
@@ -585,16 +580,13 @@ class Pinner:
                     if oci:
                         oci_needed = True
                         step["resource"] = rname + "-oci"
-                        step["version"] = {"path": self.o.target_prefix + entry.keys["oci"]}
+                        step["version"] = dict(oci_version)
                         continue
                     step["version"] = dict(get_version)
                     if get_params:
                         step["params"] = dict(get_params)
             if oci_needed:
-                hexd = entry.fields["digest"].split(":", 1)[1]
-                out.setdefault("resources", []).append(
-                    {"name": rname + "-oci", "type": "s3", "source": self.s3_source(entry.keys["oci"], hexd)}
-                )
+                out.setdefault("resources", []).append({"name": rname + "-oci", "type": "s3", "source": oci_source})
 
         # Task images: inline configs and task files.
         extra_images: dict[str, Entry] = {}
