@@ -28,6 +28,7 @@ from typing import Any
 from .errors import BundleError, ConfigError
 from .names import check_part_name
 from .pin import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, Vars, load_lock
+from .remote import sha256_file
 
 Log = Callable[[str], None]
 PARTS_FILE = "parts.json"
@@ -52,18 +53,6 @@ class FetchResult:
     fetched: list[str]
     skipped: list[str]
     parts: list[dict[str, str]]
-
-
-def _sha256_file(path: Path) -> tuple[str, int]:
-    import hashlib
-
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 class Fetcher:
@@ -155,20 +144,20 @@ class Fetcher:
             work.mkdir(parents=True, exist_ok=True)
             try:
                 if entry.kind == "image":
-                    self._image(entry, work)
+                    written = self._image(entry, work)
                 elif entry.kind == "git":
-                    self._git(entry, work)
+                    written = self._git(entry, work)
                 elif entry.kind == "file":
-                    self._files(entry, work)
+                    written = self._files(entry, work)
                 else:
                     raise ConfigError(f"lock entry {entry.id}: unknown kind {entry.kind!r}")
             except BundleError as e:
                 raise FetchError(f"{entry.id}: {e}") from None
+            # Each file was hashed as it was written (by the download, the save or the archive).
             files = {}
             for k in entry.keys:
                 name = _file_name(entry, k)
-                digest, size = _sha256_file(work / name)
-                files[name] = {"sha256": digest, "size": size}
+                files[name] = {"sha256": written[name], "size": (work / name).stat().st_size}
             leftovers = sorted(set(os.listdir(work)) - set(files))
             for extra in leftovers:
                 _remove(work / extra)
@@ -181,7 +170,7 @@ class Fetcher:
         parts = self._write_parts()
         return FetchResult(fetched, skipped, parts)
 
-    def _image(self, entry: Entry, work: Path) -> None:
+    def _image(self, entry: Entry, work: Path) -> dict[str, str]:
         from .oci import parse_image_ref
 
         f = entry.fields
@@ -191,17 +180,20 @@ class Fetcher:
             raise FetchError(f"the registry gives {resolved.digest} for {ref}, the lock says {f['digest']}")
         saved = self.registry.save(resolved, work, basename="image", rootfs=self.lock.form == "s3")
         os.replace(saved.oci_archive, work / OCI_FILE)
+        written = {OCI_FILE: saved.sha256[saved.oci_archive.name]}
         if self.lock.form == "s3":
             if saved.rootfs_tarball is None:
                 raise FetchError(f"{ref}: no rootfs tarball was written")
             os.replace(saved.rootfs_tarball, work / ROOTFS_FILE)
+            written[ROOTFS_FILE] = saved.sha256[saved.rootfs_tarball.name]
+        return written
 
-    def _git(self, entry: Entry, work: Path) -> None:
+    def _git(self, entry: Entry, work: Path) -> dict[str, str]:
         from .remote import git_archive
 
         f = entry.fields
         creds = self._credentials(entry)
-        git_archive(
+        got = git_archive(
             str(f["uri"]),
             str(f["commit"]),
             work / GIT_FILE,
@@ -209,8 +201,9 @@ class Fetcher:
             log=self.log,
             **({"private_key": creds["private_key"]} if creds.get("private_key") else {}),
         )
+        return {GIT_FILE: got.sha256}
 
-    def _files(self, entry: Entry, work: Path) -> None:
+    def _files(self, entry: Entry, work: Path) -> dict[str, str]:
         files = entry.fields.get("files") or []
         if not files:
             raise ConfigError("the lock lists no file")
@@ -229,10 +222,12 @@ class Fetcher:
                 headers = {"Authorization": f"Bearer {token}", "Accept": "application/octet-stream"}
             elif token:
                 headers = {"Authorization": f"Bearer {token}"}
-            self.downloader.download(url, target / name, sha256=item.get("sha256"), headers=headers)
-        if not single:
-            _deterministic_tar(target, [str(i["name"]) for i in files], work / FILES_ARCHIVE)
-            shutil.rmtree(target)
+            got = self.downloader.download(url, target / name, sha256=item.get("sha256"), headers=headers)
+        if single:
+            return {got.path.name: got.sha256}
+        _deterministic_tar(target, [str(i["name"]) for i in files], work / FILES_ARCHIVE)
+        shutil.rmtree(target)
+        return {FILES_ARCHIVE: sha256_file(work / FILES_ARCHIVE)[0]}
 
     def _credentials(self, entry: Entry) -> dict[str, str]:
         out = {}

@@ -43,6 +43,7 @@ import requests
 
 from .errors import BundleError, ConfigError
 from .progress import human
+from .remote import sha256_file
 
 Log = Callable[[str], None]
 
@@ -319,14 +320,6 @@ def is_loopback(registry: str) -> bool:
 
 
 # -- streaming helpers -------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -757,7 +750,7 @@ class RegistryClient:
 
     def _fetch_blob(self, ref: ImageRef, digest: str, size: int, dest: Path) -> None:
         """Stream one blob to ``dest``, hashing as it comes; resume with Range after a broken connection."""
-        if dest.exists() and dest.stat().st_size == size and "sha256:" + _sha256_file(dest) == digest:
+        if dest.exists() and dest.stat().st_size == size and "sha256:" + sha256_file(dest)[0] == digest:
             return  # the same blob twice in one image
         url = f"{self._base(ref.registry)}/v2/{ref.repository}/blobs/{digest}"
         what = f"blob {ref.name}@{digest}"

@@ -213,7 +213,7 @@ class Downloader:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if expected and dest.is_file():
-            have, size = _hash_file(dest)
+            have, size = sha256_file(dest)
             if have == expected:
                 self.log(f"{dest.name}: already downloaded ({human(size)}, sha256 {expected[:12]}…)")
                 return Downloaded(dest, have, size)
@@ -419,7 +419,8 @@ def _hash_file_state(path: Path) -> tuple[Any, int]:
     return h, n
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def sha256_file(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, read in chunks."""
     h, n = _hash_file_state(path)
     return h.hexdigest(), n
 
@@ -640,7 +641,7 @@ def git_archive(
         except BaseException:
             _remove(partial)
             raise
-    digest, size = _hash_file(partial)
+    digest, size = sha256_file(partial)
     os.replace(partial, dest)
     log(f"{dest.name}: {redact_uri(uri)} at {commit}, {human(size)}, sha256 {digest}")
     return Downloaded(dest, digest, size)
