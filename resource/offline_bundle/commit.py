@@ -6,17 +6,23 @@ sees a half-uploaded bundle as a version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
 
 from . import crypto
 from .config import Source
-from .errors import VerificationError
+from .errors import StoreError, VerificationError
 from .manifest import Manifest, parse_manifest
 from .names import is_valid_name
 from .store import Store
 from .versions import Committed
 
 COMMIT_NAME = "manifest.json.asc"
+# S3 user metadata on a commit object: the writer's clock in nanoseconds. S3 listings give time
+# stamps to the second, and ``version_order: arrival`` must still order versions committed within
+# one second (import and mirror commit several in a row).
+ARRIVED_NS_META = "offline-bundle-arrived-ns"
 
 
 def commit_key(source: Source, version: str) -> str:
@@ -27,8 +33,16 @@ def blobs_prefix(source: Source) -> str:
     return source.key("_blobs", "")
 
 
+def write_commit(store: Store, key: str, body: bytes, *, only_if_absent: bool) -> None:
+    """Write a commit object with the arrival stamp that breaks same-second ties."""
+    store.put_bytes(key, body, only_if_absent=only_if_absent, metadata={ARRIVED_NS_META: str(time.time_ns())})
+
+
 def list_committed(source: Source, store: Store) -> list[Committed]:
-    """Committed versions from one listing; objects that break the naming rule are ignored."""
+    """Committed versions from one listing; objects that break the naming rule are ignored.
+
+    Only versions sharing a time stamp cost a HEAD each (to read their arrival stamp).
+    """
     base = source.key("")
     out = []
     for obj in store.list(base):
@@ -36,7 +50,17 @@ def list_committed(source: Source, store: Store) -> list[Committed]:
         version, _, leaf = rest.partition("/")
         if leaf == COMMIT_NAME and is_valid_name(version):
             out.append(Committed(version, obj.last_modified))
-    return out
+    shared = {t for t, n in Counter(c.arrived for c in out).items() if n > 1}
+    return [_with_arrival_stamp(source, store, c) if c.arrived in shared else c for c in out]
+
+
+def _with_arrival_stamp(source: Source, store: Store, c: Committed) -> Committed:
+    try:
+        info = store.head(commit_key(source, c.version))
+    except StoreError:
+        return c  # ordering falls back to the version string; check still answers
+    raw = info.metadata.get(ARRIVED_NS_META, "") if info is not None else ""
+    return replace(c, arrived_ns=int(raw)) if raw.isdigit() else c
 
 
 def trusted_keys(source: Source) -> list[str]:

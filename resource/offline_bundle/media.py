@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys
+from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys, write_commit
 from .config import Source
 from .errors import BundleError, StoreError, VerificationError
 from .manifest import Manifest, Payload
@@ -507,7 +507,7 @@ class Importer:
 
     def _commit(self, key: str, data: bytes, version: str) -> None:
         try:
-            self.store.put_bytes(key, data, only_if_absent=True)
+            write_commit(self.store, key, data, only_if_absent=True)
         except StoreError as e:
             if "already exists" not in str(e):
                 raise

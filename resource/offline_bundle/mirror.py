@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .commit import commit_key, list_committed, trust_commit, trusted_keys
+from .commit import commit_key, list_committed, trust_commit, trusted_keys, write_commit
 from .config import Source
 from .errors import BundleError, ConfigError, StoreError
 from .manifest import Payload
@@ -135,7 +135,7 @@ class Mirror:
         counts[0] += len(copied)
         counts[1] += len(present)
         try:
-            self.dst_store.put_bytes(key, data, only_if_absent=True)
+            write_commit(self.dst_store, key, data, only_if_absent=True)
         except StoreError as e:
             if "already exists" not in str(e) or self.dst_store.get_bytes(key) != data:
                 raise

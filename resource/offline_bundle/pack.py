@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from . import crypto
 from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part, probe_of
-from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
+from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys, write_commit
 from .config import BuildInfo, OutParams, Source
 from .errors import BundleError, ConfigError, StoreError, VerificationError
 from .manifest import Encryption, Manifest, Part, Payload
@@ -168,7 +168,7 @@ class Packer:
         if source.signing_private_key:
             body, signer = crypto.clearsign(body, source.signing_private_key, source.signing_private_key_passphrase)
         try:
-            self.store.put_bytes(commit_key(source, version), body, only_if_absent=existing is None)
+            write_commit(self.store, commit_key(source, version), body, only_if_absent=existing is None)
         except StoreError as e:
             if "already exists" in str(e):
                 raise BundleError(f"version {version} was committed by someone else while this put ran") from None

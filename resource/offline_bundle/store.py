@@ -14,7 +14,7 @@ import sys
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +50,8 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+    # User metadata; only ``head`` of an S3 store fills it (a listing does not carry it).
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 def choose_part_size(estimated_bytes: int) -> int:
@@ -101,7 +103,10 @@ class Store(ABC):
     def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None: ...
 
     @abstractmethod
-    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None: ...
+    def put_bytes(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Write a small object; ``metadata`` is kept where the store can keep it (S3 user metadata)."""
 
     @abstractmethod
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase: ...
@@ -190,7 +195,10 @@ class DirStore(Store):
             raise StoreError(f"{key} is larger than {limit} bytes")
         return data
 
-    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+    def put_bytes(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        del metadata  # a file's nanosecond mtime already orders what metadata would
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
@@ -535,7 +543,7 @@ class S3Store(Store):
             raise _s3_error(e, f"reading {key}") from None
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"reading {key}") from None
-        return ObjectInfo(key, r["ContentLength"], r["LastModified"])
+        return ObjectInfo(key, r["ContentLength"], r["LastModified"], r.get("Metadata") or {})
 
     def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
         from botocore.exceptions import ClientError
@@ -554,13 +562,16 @@ class S3Store(Store):
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"reading {key}") from None
 
-    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+    def put_bytes(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
+    ) -> None:
         from botocore.exceptions import ClientError
 
+        extra = {"Metadata": dict(metadata)} if metadata else {}
         try:
             if only_if_absent:
                 try:
-                    self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")  # type: ignore[attr-defined]
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **extra)  # type: ignore[attr-defined]
                     return
                 except ClientError as e:
                     code = e.response.get("Error", {}).get("Code")
@@ -570,7 +581,7 @@ class S3Store(Store):
                         raise
                 if self.head(key) is not None:  # a store without conditional writes: best effort
                     raise StoreError(f"{key} already exists")
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)  # type: ignore[attr-defined]
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001

@@ -24,10 +24,17 @@ DOTTED_RE = re.compile(r"v?\d+(?:\.\d+)*\Z")
 
 @dataclass(frozen=True)
 class Committed:
-    """A committed version as the listing shows it."""
+    """A committed version as the listing shows it.
+
+    ``arrived`` is the store's time stamp, which S3 stores give to the second; ``arrived_ns`` is
+    the writer's clock in nanoseconds kept with the commit object, read only to order versions
+    whose time stamps are equal (an import or a mirror commits several in one second). 0 when
+    unknown: such versions keep the version-string order among themselves.
+    """
 
     version: str
     arrived: datetime
+    arrived_ns: int = 0
 
 
 # A sort key: the numeric fields, then a flag that puts releases after their pre-releases, then the
@@ -56,7 +63,7 @@ def semver_key(version: str) -> SemverKey | None:
 
 def order(versions: list[Committed], how: Literal["auto", "semver", "arrival"] | str = "auto") -> list[Committed]:
     """Oldest first, as Concourse wants ``check`` output."""
-    by_arrival = sorted(versions, key=lambda c: (c.arrived, c.version))
+    by_arrival = sorted(versions, key=lambda c: (c.arrived, c.arrived_ns, c.version))
     if how == "arrival":
         return by_arrival
     keys = {c.version: semver_key(c.version) for c in versions}

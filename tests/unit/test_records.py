@@ -45,7 +45,7 @@ def test_a_record_names_what_moved_who_verified_and_who_ran_it() -> None:
 
 
 class RefusingStore(DirStore):
-    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False) -> None:
+    def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: object = None) -> None:
         raise StoreError(f"writing {key}: S3 answered AccessDenied (HTTP 403)")
 
 

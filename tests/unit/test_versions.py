@@ -55,6 +55,16 @@ def test_arrival_order_ignores_the_names() -> None:
     assert names(order(committed("1.10.0", "1.9.0"), "arrival")) == ["1.10.0", "1.9.0"]
 
 
+def test_same_second_arrivals_are_ordered_by_the_arrival_stamp() -> None:
+    # S3 time stamps are whole seconds: an import committing four versions in one second.
+    same = [Committed(v, T0, ns) for v, ns in [("1.0.0", 30), ("1.10.0", 10), ("1.0.0-rc.1", 40), ("1.9.0", 20)]]
+    assert names(order(same, "arrival")) == ["1.10.0", "1.9.0", "1.0.0", "1.0.0-rc.1"]
+    assert names(select_for_check(order(same, "arrival"), None)) == ["1.0.0-rc.1"]
+    # SemVer ties (1.2 == 1.2.0) are broken by the same arrival order.
+    tie = [Committed("1.2", T0, 2), Committed("1.2.0", T0, 1)]
+    assert names(order(tie)) == ["1.2.0", "1.2"]
+
+
 def test_check_rule() -> None:
     ordered = order(committed("1.0.0", "1.1.0", "1.2.0"))
     assert names(select_for_check(ordered, None)) == ["1.2.0"]
