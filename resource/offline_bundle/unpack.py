@@ -178,11 +178,7 @@ class Unpacker:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
-        if record and dest is not None and not parts:
-            # A record says what crossed; with skip_download nothing did (the put's implicit get
-            # and publish's trigger get would otherwise leave an empty record on every build).
-            self.log("no get record: no part was fetched")
-        elif record and dest is not None:
+        if record and dest is not None:
             write_record(
                 self.store,
                 self.source,
@@ -191,7 +187,12 @@ class Unpacker:
                 signer=trusted.signer,
                 log=self.log,
                 parts=[p.name for p in parts],
-                details={"files": files, "bytes": total, "signer_expired": bool(trusted.signer_expired)},
+                details={
+                    "files": files,
+                    "bytes": total,
+                    "skip_download": bool(params.skip_download),
+                    "signer_expired": bool(trusted.signer_expired),
+                },
             )
         return GetResult(trusted, tuple(p.name for p in parts), files, total)
 
