@@ -6,7 +6,7 @@
 #   1. makes a signing key (connected side) and a decryption key (air-gapped side) with the CLI,
 #   2. writes each side's `source` as YAML,
 #   3. runs assets/out exactly as Concourse would (request JSON on stdin, build dir as $1),
-#   4. carries the bundle's objects from one bucket to the other (the "gap"),
+#   4. carries the bundle's objects from one bucket to the other (the "gap") with a plain copy,
 #   5. runs assets/check and assets/in on the air-gapped side, re-checks SHA256SUMS by hand
 #      and shows the signed manifest with `offline-bundle show`.
 # Everything lives in .demo/ (wiped at the start); nothing is left running at the end.
@@ -324,7 +324,7 @@ echo "--- stdout of assets/out:"
 
 # ------------------------------------------------------------------------------ carry
 step "Carry it across the gap: copy every object under $BUNDLE/ from bucket online to bucket airgapped"
-echo "(stand-in for removable media or a cross-domain link; \`offline-bundle export/import/mirror\` comes later)"
+echo "(a plain copy, payloads first and commit objects last; \`offline-bundle export\`/\`import\` and \`mirror\` do it with verification and resume: docs/carrying.md)"
 ENDPOINT="$ENDPOINT" ACCESS_KEY="$ACCESS_KEY" SECRET_KEY="$SECRET_KEY" BUNDLE="$BUNDLE" "$PY" - <<'EOF'
 import os
 import boto3
