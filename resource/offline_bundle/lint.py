@@ -6,13 +6,17 @@ a whole transfer. So the carried pipelines (and this project's own) are checked 
 side for the mistakes Concourse would refuse: names that do not resolve (resources, resource types,
 ``passed:`` jobs, var sources), tasks without a platform, an image or a run path, syntax Concourse
 removed (``aggregate``, ``{{}}`` params), duplicate names and keys, and — given the params files the
-pipeline will be set with — every ``((var))`` defined. Field types and unknown keys are what the
-JSON schema of the pipeline format is for; this module only needs the parsed YAML.
+pipeline will be set with — placeholders left in them (``CHANGEME``, ``<...>``, an all-zero digest).
+A ``((var))`` the params files do not define is only a note: ``fly set-pipeline`` accepts it and
+Concourse asks the credential manager when a build needs it, which is where operators are told to
+keep every secret. Field types and unknown keys are what the JSON schema of the pipeline format is
+for; this module only needs the parsed YAML.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,8 +51,19 @@ VAR_RE = re.compile(r"\(\(([^()]*)\)\)")
 OLD_PARAM_RE = re.compile(r"\{\{[^{}]*\}\}")
 
 
+# Values that only an unfilled example holds. An all-zero digest or commit is a real-looking value
+# no registry or repository has, so it would fail far from here (on the air-gapped side, a day later).
+PLACEHOLDERS = (
+    (re.compile(r"change[-_ ]?me", re.IGNORECASE), "CHANGEME"),
+    (re.compile(r"<[A-Za-z][A-Za-z0-9 _.:/-]*>"), "a <...> placeholder"),
+    (re.compile(r"\bTODO\b"), "TODO"),
+    (re.compile(r"\bsha256:0{64}\b"), "an all-zero sha256 digest"),
+    (re.compile(r"(?<![0-9A-Fa-f:])0{40}(?![0-9A-Fa-f])"), "an all-zero SHA-1"),
+)
+
+
 class LintError(BundleError):
-    """The pipeline has problems Concourse would refuse (each one is printed on its own line)."""
+    """The pipeline has problems: Concourse would refuse it, or its params still hold placeholders."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,19 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Report:
+    """What ``lint-pipeline`` found. ``problems`` (what Concourse would refuse) and ``placeholders``
+    (left in the vars files) fail it; ``notes`` (vars left to the credential manager) do not:
+    Concourse sets such a pipeline."""
+
+    kind: str
+    problems: list[Problem]
+    notes: list[Problem]
+    doc: Any
+    placeholders: list[Problem] = dataclasses.field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -147,6 +175,7 @@ class _Linter:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
         self.problems: list[Problem] = []
+        self.notes: list[Problem] = []
         self.resources: dict[str, dict[str, Any]] = {}
         self.types: set[str] = set()
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -350,6 +379,7 @@ class _Linter:
         self._step(step["try"], f"{where}.try", job, collect)
 
     def check_vars(self, params: dict[str, Any] | None, var_sources: set[str], root: str = "") -> None:
+        missing: dict[str, list[str]] = {}
         for where, text in _strings(self.doc, root):
             for m in VAR_RE.finditer(text):
                 ref = parse_var(m.group(1))
@@ -363,7 +393,7 @@ class _Linter:
                 if params is None:
                     continue
                 if ref.name not in params:
-                    self.add(where, f"(({m.group(1)})) is not defined in the params")
+                    missing.setdefault(ref.name, []).append(where)
                     continue
                 value = params[ref.name]
                 for field in ref.fields:
@@ -371,6 +401,10 @@ class _Linter:
                         self.add(where, f"(({m.group(1)})): the params' {ref.name} has no field {field!r}")
                         break
                     value = value[field]
+        for name, places in missing.items():
+            more = f" (and {len(places) - 1} more place(s))" if len(places) > 1 else ""
+            message = f"(({name})) is not in the vars files: it must come from the credential manager{more}"
+            self.notes.append(Problem(places[0], message))
 
 
 # ------------------------------------------------------------------------------------------ entries
@@ -380,21 +414,69 @@ def is_task_config(doc: Any) -> bool:
     return isinstance(doc, dict) and "jobs" not in doc and any(k in doc for k in ("run", "platform", "image_resource"))
 
 
-def lint_document(doc: Any, params: dict[str, Any] | None = None) -> tuple[str, list[Problem]]:
-    """Lint a parsed pipeline or task file; returns its kind and the problems found."""
+def lint(doc: Any, params: dict[str, Any] | None = None) -> Report:
+    """Lint a parsed pipeline or task file against the merged params (None: vars are not checked)."""
     if not isinstance(doc, dict):
-        return "pipeline", [Problem("pipeline", "must be a map with jobs, resources, resource_types")]
+        return Report("pipeline", [Problem("pipeline", "must be a map with jobs, resources, resource_types")], [], doc)
     linter = _Linter(doc)
     if is_task_config(doc):
         linter.check_task_config(doc, "task")
         linter._check_text("task")
         linter.check_vars(params, set(), "task")
-        return "task", linter.problems
+        return Report("task", linter.problems, linter.notes, doc)
     if "jobs" not in doc:
         linter.add("pipeline", "has no jobs")
     linter.run_pipeline()
     linter.check_vars(params, linter.var_sources)
-    return "pipeline", linter.problems
+    return Report("pipeline", linter.problems, linter.notes, doc)
+
+
+def lint_document(doc: Any, params: dict[str, Any] | None = None) -> tuple[str, list[Problem]]:
+    """Lint a parsed pipeline or task file; returns its kind and the problems found (notes left out)."""
+    report = lint(doc, params)
+    return report.kind, report.problems
+
+
+def _placeholder_in(text: str) -> tuple[str, int] | None:
+    """The first placeholder in ``text``: what it is, and on which line of the text it starts."""
+    found = [(m.start(), what) for pattern, what in PLACEHOLDERS if (m := pattern.search(text))]
+    if not found:
+        return None
+    start, what = min(found)
+    return what, text.count("\n", 0, start)
+
+
+def placeholders(path: str) -> list[Problem]:
+    """Placeholders left in a vars file, each named by file, line and key (never by its value, which
+    may be half a secret)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            root = yaml.compose(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (OSError, yaml.YAMLError):
+        return []  # load_params has already read it; an unreadable file was reported there
+    out: list[Problem] = []
+
+    def walk(node: yaml.Node, key: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, f"{key}.{k.value}" if key else str(k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, yaml.ScalarNode):
+            hit = _placeholder_in(str(node.value))
+            if hit is not None:
+                what, offset = hit
+                # A block scalar (| or >) starts on the line after its indicator.
+                line = node.start_mark.line + 1 + (offset + 1 if node.style in ("|", ">") else 0)
+                why = (
+                    f"{key}: still a placeholder ({what}); fill it in, or delete it if the credential manager holds it"
+                )
+                out.append(Problem(f"{path}:{line}", why))
+
+    if root is not None:
+        walk(root, "")
+    return out
 
 
 def load_params(paths: list[str]) -> dict[str, Any]:
@@ -410,26 +492,46 @@ def load_params(paths: list[str]) -> dict[str, Any]:
     return merged
 
 
-def lint_file(path: str, params_paths: list[str] | None = None) -> tuple[str, list[Problem], Any]:
+def lint_paths(path: str, params_paths: list[str] | None = None) -> Report:
+    """Lint a pipeline or task file with the vars files it will be set with."""
     doc = load_yaml(path, "pipeline")
     params = load_params(params_paths) if params_paths else None
-    kind, problems = lint_document(doc, params)
-    return kind, problems, doc
+    report = lint(doc, params)
+    report.placeholders = [p for params_path in params_paths or () for p in placeholders(params_path)]
+    return report
+
+
+def lint_file(path: str, params_paths: list[str] | None = None) -> tuple[str, list[Problem], Any]:
+    """Kind, every problem (placeholders included) and the parsed document."""
+    report = lint_paths(path, params_paths)
+    return report.kind, report.problems + report.placeholders, report.doc
 
 
 def cmd_lint(args: argparse.Namespace, log: Any, redact: Any) -> int:
-    kind, problems, doc = lint_file(args.file, args.params)
-    for p in problems:
+    report = lint_paths(args.file, args.params)
+    kind, doc = report.kind, report.doc
+    for p in report.problems:
         print(f"{args.file}: {p}")
-    if problems:
-        raise LintError(f"{args.file}: {len(problems)} problem(s); Concourse would refuse this {kind}")
+    for p in report.placeholders:
+        print(p)  # located in its vars file already
+    for n in report.notes:
+        print(f"{args.file}: note: {n}")
+    if report.problems or report.placeholders:
+        why = [f"{len(report.problems)} that Concourse would refuse"] if report.problems else []
+        why += [f"{len(report.placeholders)} placeholder(s) left in the vars files"] if report.placeholders else []
+        total = len(report.problems) + len(report.placeholders)
+        raise LintError(f"{args.file}: {total} problem(s): {'; '.join(why)}")
     if kind == "task":
         print(f"{args.file}: OK (task)")
     else:
         counts = ", ".join(
             f"{len(doc.get(k) or [])} {k.replace('_', ' ')}" for k in ("jobs", "resources", "resource_types")
         )
-        checked = "; every ((var)) is defined in the params" if args.params else ""
+        checked = ""
+        if args.params and report.notes:
+            checked = f"; {len(report.notes)} ((var))(s) left to the credential manager"
+        elif args.params:
+            checked = "; every ((var)) is defined in the params"
         print(f"{args.file}: OK ({counts}{checked})")
     return 0
 

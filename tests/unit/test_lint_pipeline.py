@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.lint import lint_document, lint_file, parse_var
+from offline_bundle.lint import lint, lint_document, lint_file, lint_paths, parse_var, placeholders
 from tests.support.paths import venv_bin
 
 GOOD: dict[str, Any] = {
@@ -128,9 +128,20 @@ def test_each_rule_names_what_is_wrong(path: list[Any], value: Any, words: str) 
     assert any(words in p for p in found), found
 
 
-def test_every_var_must_be_defined_when_params_are_given() -> None:
-    found = problems(GOOD, {"settings": {"level": 1}})
-    assert found == ["resources[repo].source.uri: ((repo_uri)) is not defined in the params"]
+def test_a_var_the_params_do_not_define_is_a_note_for_the_credential_manager() -> None:
+    # Concourse sets such a pipeline: the value is looked up in the credential manager when it is used.
+    report = lint(GOOD, {"settings": {"level": 1}})
+    assert report.problems == []
+    assert [str(n) for n in report.notes] == [
+        "resources[repo].source.uri: ((repo_uri)) is not in the vars files: it must come from the credential manager"
+    ]
+    doc = mutate(["resources", 1, "source", "other"], "((repo_uri))")
+    (note,) = lint(doc, {"settings": {"level": 1}}).notes
+    assert str(note).endswith("credential manager (and 1 more place(s))")
+    assert lint(GOOD, PARAMS).notes == [] and lint(GOOD).notes == []
+
+
+def test_a_missing_field_of_a_defined_var_is_still_a_problem() -> None:
     found = problems(GOOD, {"repo_uri": "x", "settings": {"lvl": 1}})
     assert found == [
         "jobs[build].plan[1].config.run.args[1]: ((settings.level)): the params' settings has no field 'level'"
@@ -151,9 +162,9 @@ def test_task_files_are_linted_as_task_configs(tmp_path: Path) -> None:
     assert problems(task) == []
     del task["run"]["path"]
     task["params"] = {"X": "((x))"}
-    assert problems(task, {}) == [
-        "task: task config needs run.path",
-        "task.params.X: ((x)) is not defined in the params",
+    assert problems(task, {}) == ["task: task config needs run.path"]
+    assert [str(n) for n in lint(task, {}).notes] == [
+        "task.params.X: ((x)) is not in the vars files: it must come from the credential manager"
     ]
 
 
@@ -182,6 +193,29 @@ def test_the_command_prints_each_problem_and_exits_non_zero(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK (2 jobs, 3 resources, 3 resource types; every ((var)) is defined in the params)" in proc.stdout
 
+    # The secret vars removed from the params file, as operators are told: notes, and exit 0.
+    public = tmp_path / "public.yml"
+    public.write_text(yaml.safe_dump({"settings": {"level": 3}}))
+    proc = run(str(good), "--params", str(public))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{good}: note: resources[repo].source.uri: ((repo_uri)) is not in the vars files: it must come from the "
+        "credential manager",
+        f"{good}: OK (2 jobs, 3 resources, 3 resource types; 1 ((var))(s) left to the credential manager)",
+    ]
+    assert "refuse" not in proc.stdout + proc.stderr
+
+    # A placeholder left in: an error naming the file, line and key; the value itself is not printed.
+    params.write_text("repo_uri: https://example/repo.git\nsettings:\n  level: 3\n  token: CHANGEME-abc\n")
+    proc = run(str(good), "--params", str(params))
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"{params}:4: settings.token: still a placeholder (CHANGEME); fill it in, or delete it if the credential "
+        "manager holds it"
+    ]
+    assert proc.stderr.strip() == f"error: {good}: 1 problem(s): 1 placeholder(s) left in the vars files"
+    assert "CHANGEME-abc" not in proc.stdout + proc.stderr
+
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump(mutate(["jobs", 0, "plan", 2, "put"], "bundel")))
     proc = run(str(bad), "--params", str(tmp_path / "none.yml"))
@@ -192,4 +226,42 @@ def test_the_command_prints_each_problem_and_exits_non_zero(tmp_path: Path) -> N
         f"{bad}: jobs[build].plan[2] (put bundel): resource 'bundel' is not declared in resources",
         f"{bad}: jobs[use].plan[0] (get bundle): passed names job 'build', which does not get or put 'bundle'",
     ]
-    assert proc.stderr.strip() == f"error: {bad}: 2 problem(s); Concourse would refuse this pipeline"
+    assert proc.stderr.strip() == f"error: {bad}: 2 problem(s): 2 that Concourse would refuse"
+
+
+PLACEHOLDER_PARAMS = """\
+repo_uri: https://example/repo.git
+token: CHANGEME  # SECRET
+settings:
+  level: 3
+  key: |
+    -----BEGIN PGP PUBLIC KEY BLOCK-----
+    changeme: the public key
+    -----END PGP PUBLIC KEY BLOCK-----
+digest: sha256:0000000000000000000000000000000000000000000000000000000000000000
+commit: '0000000000000000000000000000000000000000'
+owner: <your team>
+note: TODO
+fine: ["Alice <alice@example.com>", sha256:00000000000000000000000000000000000000000000000000000000000000ab, 10000]
+"""
+
+
+def test_placeholders_left_in_a_vars_file_are_errors_naming_file_line_and_key(tmp_path: Path) -> None:
+    f = tmp_path / "params.yml"
+    f.write_text(PLACEHOLDER_PARAMS)
+    found = [(p.where, p.message.split(";")[0]) for p in placeholders(str(f))]
+    assert found == [
+        (f"{f}:2", "token: still a placeholder (CHANGEME)"),
+        (f"{f}:7", "settings.key: still a placeholder (CHANGEME)"),
+        (f"{f}:9", "digest: still a placeholder (an all-zero sha256 digest)"),
+        (f"{f}:10", "commit: still a placeholder (an all-zero SHA-1)"),
+        (f"{f}:11", "owner: still a placeholder (a <...> placeholder)"),
+        (f"{f}:12", "note: still a placeholder (TODO)"),
+    ]
+    assert not any("CHANGEME" in p.where for p in placeholders(str(f)))
+    pipeline = tmp_path / "p.yml"
+    pipeline.write_text(yaml.safe_dump(GOOD))
+    report = lint_paths(str(pipeline), [str(f)])
+    assert report.problems == [] and len(report.placeholders) == 6
+    kind, problems_found, _ = lint_file(str(pipeline), [str(f)])
+    assert kind == "pipeline" and len(problems_found) == 6
