@@ -515,14 +515,14 @@ def test_the_create_pipelines_job_runs_pin_and_fetch_and_puts_the_parts_it_lists
     parts = json.loads((work / load["file"]).read_text())
     lock_hash = sha((work / "pinned" / "offline.lock.yml").read_bytes())[:12]
     assert {"name": "pinned-pipelines", "path": "pinned", "destination": f"offline/pipelines/{lock_hash}/"} in parts
-    put = step(create, "bundle-pinned-pipelines", "put", "bundle")
+    put = step(create, "bundle-pinned-pipelines", "put", "pinned-bundle")
     assert put["params"]["parts"] == "((.:fetched-parts))"
-    (work / "bundle-version").mkdir()
-    (work / "bundle-version" / "version").write_text("2.0.0")
-    request = {"source": resource(create, "bundle")["source"], "params": {**put["params"], "parts": parts}}
+    (work / "pinned-bundle-version").mkdir()
+    (work / "pinned-bundle-version" / "version").write_text("2.0.0")
+    request = {"source": resource(create, "pinned-bundle")["source"], "params": {**put["params"], "parts": parts}}
     answer = parse_stdout(run_asset("out", request, work))
     assert answer["version"] == {"version": "2.0.0"}
-    name = resource(create, "bundle")["source"]["name"]
+    name = resource(create, "pinned-bundle")["source"]["name"]
     signed = read_object(seaweed, bucket, f"{name}/2.0.0/manifest.json.asc").decode()
     manifest = json.loads(signed.split("\n\n", 1)[1].split("\n-----BEGIN PGP SIGNATURE", 1)[0].replace("\n- ", "\n"))
     assert sorted(p["name"] for p in manifest["parts"]) == sorted(p["name"] for p in parts)

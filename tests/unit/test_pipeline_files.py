@@ -159,22 +159,64 @@ def test_every_image_of_the_air_gapped_side_comes_from_the_internal_registry() -
     images = [rt["source"] for rt in doc["resource_types"]]
     images += [r["source"] for r in doc["resources"] if r["type"] == "registry-image"]
     images += [s["config"]["image_resource"]["source"] for _, s in all_steps(doc) if "config" in s]
-    assert len(images) == 3
+    assert len(images) == 4  # the resource type, task-image, and the two publish tasks
     for source in images:
         repository = params[parse_var(source["repository"][2:-2]).name]
         assert repository.startswith("registry.airgapped.example/"), repository
         assert source["ca_certs"] == ["((internal_registry_ca_certificate))"]
 
 
-def test_the_set_pipelines_job_waits_for_a_human() -> None:
+@pytest.mark.parametrize(
+    ("setter", "publisher", "resource"),
+    [("set-pipelines", "publish-bundle", "bundle"), ("set-pinned-pipelines", "publish-pinned-bundle", "pinned-bundle")],
+)
+def test_the_set_pipelines_jobs_wait_for_a_human(setter: str, publisher: str, resource: str) -> None:
     doc = load(UNPACK)
-    job = next(j for j in doc["jobs"] if j["name"] == "set-pipelines")
+    job = next(j for j in doc["jobs"] if j["name"] == setter)
     gets = [s for s in steps(job["plan"]) if "get" in s]
     assert gets and not any(s.get("trigger") for s in gets)
+    assert [s["passed"] for s in gets] == [[publisher]]
     assert any("set_pipeline" in s for s in steps(job["plan"]))
     assert not any("fly" in json.dumps(s) for s in steps(job["plan"]))
-    publish = next(j for j in doc["jobs"] if j["name"] == "publish-bundle")
-    assert publish["plan"][0] == {"get": "bundle", "trigger": True, "params": {"skip_download": True}}
+    publish = next(j for j in doc["jobs"] if j["name"] == publisher)
+    assert publish["plan"][0] == {"get": resource, "trigger": True, "params": {"skip_download": True}}
+
+
+def parts_always_put(job: dict[str, Any]) -> set[str]:
+    """The part names every bundle this job puts holds: its literal parts, or, when the parts come from
+    fetch's parts.json (a load_var), the parts its fetch task always adds (``--also-part NAME=``)."""
+    put = next(s for s in steps(job["plan"]) if "put" in s and "parts" in s.get("params", {}))
+    parts = put["params"]["parts"]
+    if isinstance(parts, list):
+        return {p["name"] for p in parts}
+    assert parts == "((.:fetched-parts))", parts
+    script = json.dumps([s["config"] for s in steps(job["plan"]) if s.get("task") == "fetch"])
+    return set(re.findall(r"--also-part [\\\"]*([a-z0-9-]+)=", script))
+
+
+def test_each_air_gapped_get_asks_only_for_parts_every_bundle_of_its_resource_has() -> None:
+    """The class of bug where two connected jobs put different parts to one bundle resource: then a
+    far-side get with ``parts:`` fails on the other job's bundles. Each bundle name must have one
+    connected job, and each far-side get ask only for parts that job always puts."""
+    create, unpack = load(CREATE), load(UNPACK)
+    makers: dict[str, list[dict[str, Any]]] = {}
+    for job in create["jobs"]:
+        for s in steps(job["plan"]):
+            res = next((r for r in create["resources"] if r["name"] == s.get("put")), None)
+            if res is not None and res["type"] == "offline-bundle":
+                makers.setdefault(res["source"]["name"], []).append(job)
+    assert sorted(makers) == ["((bundle_name))", "((pinned_bundle_name))"]
+    assert all(len(jobs) == 1 for jobs in makers.values()), "one connected job per bundle name"
+    bundles = {r["name"]: r for r in unpack["resources"] if r["type"] == "offline-bundle"}
+    assert sorted(r["source"]["name"] for r in bundles.values()) == sorted(makers)
+    asked = 0
+    for job_name, s in all_steps(unpack):
+        if s.get("get") in bundles and "parts" in s.get("params", {}):
+            (maker,) = makers[bundles[s["get"]]["source"]["name"]]
+            missing = set(s["params"]["parts"]) - parts_always_put(maker)
+            assert not missing, f"{job_name}: get {s['get']} asks for {missing}, not in every {maker['name']} bundle"
+            asked += 1
+    assert asked == 3  # push-task-image, set-pipelines, set-pinned-pipelines
 
 
 def test_the_bundle_carries_one_part_per_artifact_with_its_destination() -> None:
