@@ -7,8 +7,10 @@ chronological, the random id keeps two events of the same second apart.
 
 A record is written where the identity may write: an air-gapped get usually runs with read-only
 credentials, and a refused write must not fail a transfer that succeeded, so it becomes a warning.
-Every record is also printed to stderr as one line, so the build log holds it either way. Records
-hold names, versions, digests, fingerprints and build coordinates only: never a ``source`` value.
+Every record is announced on stderr with one line a person reads (event, bundle, who, size, signer,
+where it was stored); the JSON itself follows with ``--verbose``, and always when the record was
+stored nowhere, so the build log is then its one copy. Records hold names, versions, digests,
+fingerprints and build coordinates only: never a ``source`` value.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from . import __version__
 from .config import BuildInfo, Source
 from .errors import BundleError, StoreError
 from .manifest import Manifest
-from .store import Store
+from .progress import human
+from .store import DirStore, S3Store, Store
 
 RECORDS_DIR = "_records"
 RECORD_FORMAT = 1
@@ -36,6 +39,17 @@ EVENTS = ("export", "import", "mirror", "get", "publish")
 RECORD_MAX_BYTES = 1 << 20
 
 Log = Callable[[str], None]
+
+# Whether each record's JSON is printed after its summary line (``--verbose``). A process-wide
+# setting because the records are written deep inside export, import, mirror, unpack and publish;
+# the command line sets it once, before any of them runs.
+_print_json = False
+
+
+def print_record_json(on: bool) -> None:
+    """``--verbose``: print each record's JSON on stderr after its summary line."""
+    global _print_json
+    _print_json = on
 
 
 def records_prefix(source: Source) -> str:
@@ -146,15 +160,45 @@ def write_record(
     """
     record = make_record(event, manifest, signer=signer, parts=parts, details=details, env=env, signature=signature)
     key = record.key(source)
-    log(f"record: {record.to_json_bytes().decode('utf-8')}")
+    stored: list[str] = []
     for target in ([store] if store is not None else []) + list(also):
         try:
             target.put_bytes(key, record.to_json_bytes() + b"\n")  # the random id keeps keys apart
+            stored.append(_location(target, key))
         except (StoreError, OSError) as e:
             denied = "AccessDenied" in str(e) or isinstance(e, PermissionError)
             why = "this identity may not write there" if denied else str(e)
             log(f"warning: the {event} record was not stored in {target.description}: {why}")
+    log(f"record: {summary(record.to_json(), stored)}")
+    if _print_json or not stored:
+        log(f"record: {record.to_json_bytes().decode('utf-8')}")
     return record
+
+
+def _location(store: Store, key: str) -> str:
+    if isinstance(store, S3Store):
+        return f"s3://{store.bucket}/{key}"
+    if isinstance(store, DirStore):
+        return os.path.join(store.root, key)
+    return f"{store.description}: {key}"
+
+
+def summary(doc: Mapping[str, Any], stored: Iterable[str]) -> str:
+    """One line a person reads: what happened to which version, by whom, how much, whose signature,
+    and where the full record is."""
+    by = doc.get("by") or {}
+    who_ = by.get("build") or "@".join(x for x in (by.get("user"), by.get("host")) if x) or "-"
+    parts = [p for p in doc.get("parts") or [] if isinstance(p, dict)]
+    size = sum(int((p.get("payload") or {}).get("size") or 0) for p in parts)
+    signature = doc.get("signature")
+    signer = f"signer {doc['signer']}" if doc.get("signer") else "UNSIGNED"
+    if not doc.get("signer") and signature not in (None, "unsigned"):
+        signer = f"signature {signature}"  # publish of a folder: its get checked it
+    where = ", ".join(stored) or "nowhere (the JSON follows)"
+    return (
+        f"{doc.get('event')} of {doc.get('bundle')} {doc.get('version')} by {who_}, {len(parts)} part(s), "
+        f"{human(size)}, {signer}, stored at {where}"
+    )
 
 
 @dataclass(frozen=True)

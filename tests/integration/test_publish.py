@@ -176,7 +176,7 @@ def test_an_exploded_bundle_is_published_under_its_destinations(
     ]
     assert docs[0]["signer"] is None and docs[0]["signature"].startswith("checked by the get")
     assert sorted(p["name"] for p in docs[0]["parts"]) == sorted(p["name"] for p in PARTS)
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith('record: {"')], proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith(f"record: publish of demo {VERSION} by ")]
 
 
 def publish_records(server: SeaweedServer, target: Target) -> list[dict[str, Any]]:

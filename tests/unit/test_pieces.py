@@ -136,7 +136,7 @@ def test_export_writes_pieces_an_index_and_the_commit_object_last(
     assert (medium / "demo" / "1.0.0" / "manifest.json.asc").read_bytes() == trusted.commit_bytes
     assert not [n for n in names if n.startswith(".tmp-")]
     assert result.pieces_written == 4 and result.pieces_kept == 0  # type: ignore[attr-defined]
-    assert any(ln.startswith("record: {") for ln in lines)
+    assert any(ln.startswith("record: export of demo 1.0.0 by ") and str(medium) in ln for ln in lines)
     assert [p.name for p in (medium / "demo" / "_records").iterdir()][0].endswith(".json")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from offline_bundle.config import Source
 from offline_bundle.errors import StoreError
 from offline_bundle.manifest import Encryption, Manifest, Part, Payload
-from offline_bundle.records import describe, list_records, make_record, write_record
+from offline_bundle.records import describe, list_records, make_record, print_record_json, summary, write_record
 from offline_bundle.store import DirStore
 
 SOURCE = Source(bucket="b-records", name="demo", prefix="transfers/")
@@ -49,12 +49,45 @@ class RefusingStore(DirStore):
         raise StoreError(f"writing {key}: S3 answered AccessDenied (HTTP 403)")
 
 
-def test_a_refused_write_is_a_warning_and_the_record_is_still_on_stderr(tmp_path: Path) -> None:
+def test_a_refused_write_is_a_warning_and_the_record_itself_goes_to_stderr(tmp_path: Path) -> None:
+    # Stored nowhere: the build log is the record's one copy, so its JSON is printed without --verbose.
     lines: list[str] = []
     write_record(RefusingStore(str(tmp_path)), SOURCE, "get", manifest(), signer=None, log=lines.append, env={})
-    assert lines[0].startswith("record: {") and json.loads(lines[0][len("record: ") :])["signature"] == "unsigned"
-    assert lines[1].startswith("warning: the get record was not stored") and "may not write" in lines[1]
+    assert lines[0].startswith("warning: the get record was not stored") and "may not write" in lines[0]
+    assert lines[1].startswith("record: get of demo 1.0.0 by ") and "stored at nowhere" in lines[1]
+    assert lines[2].startswith("record: {") and json.loads(lines[2][len("record: ") :])["signature"] == "unsigned"
+    assert len(lines) == 3
+
+
+def test_a_stored_record_is_one_summary_line_and_its_json_only_when_verbose(tmp_path: Path) -> None:
+    env = {"BUILD_PIPELINE_NAME": "p", "BUILD_JOB_NAME": "j", "BUILD_NAME": "7", "BUILD_TEAM_NAME": "t"}
+    store = DirStore(str(tmp_path))
+    lines: list[str] = []
+    rec = write_record(store, SOURCE, "import", manifest(), signer="F" * 40, log=lines.append, env=env)
+    where = tmp_path / rec.key(SOURCE)
+    assert lines == [f"record: import of demo 1.0.0 by t/p/j #7, 2 part(s), 20 B, signer {'F' * 40}, stored at {where}"]
+    assert json.loads(where.read_text()) == rec.to_json()
+    try:
+        print_record_json(True)
+        lines.clear()
+        write_record(store, SOURCE, "import", manifest(), signer="F" * 40, log=lines.append, env=env)
+    finally:
+        print_record_json(False)
+    assert lines[0].startswith("record: import of demo") and json.loads(lines[1].removeprefix("record: "))["bundle"]
     assert len(lines) == 2
+
+
+def test_the_summary_line_says_who_how_much_and_whose_signature() -> None:
+    rec = make_record("export", manifest(), signer=None, env={"HOSTNAME": "x"}).to_json()
+    rec["by"] = {"user": "alice", "host": "jump1"}
+    rec["parts"][0]["payload"]["size"] = 2_254_857_830
+    line = summary(rec, ["s3://b/transfers/demo/_records/x.json", "/media/usb/transfers/demo/_records/x.json"])
+    assert line == (
+        "export of demo 1.0.0 by alice@jump1, 2 part(s), 2.1 GiB, UNSIGNED, "
+        "stored at s3://b/transfers/demo/_records/x.json, /media/usb/transfers/demo/_records/x.json"
+    )
+    rec["signature"] = "checked by the get that wrote the folder; not checked again by publish"
+    assert ", signature checked by the get that wrote the folder;" in summary(rec, [])
 
 
 def test_records_are_listed_oldest_first_and_filtered_by_version(tmp_path: Path) -> None:
