@@ -26,6 +26,7 @@ from .config import (
     parse_source,
 )
 from .errors import BundleError, ConfigError
+from .helptext import add_command, add_verbose
 from .names import check_name, check_part_name
 from .pieces import MediumStore
 from .protocol import Redactor, failure_exit
@@ -291,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="offline-bundle",
         description="Signed, encrypted bundles across an air gap through S3-compatible stores.",
+        epilog=(
+            "example:\n"
+            "  offline-bundle pack --config connected.yml --part tiles='tiles/*.pivotal' --version 1.0.0\n"
+            "  offline-bundle export --config connected.yml --to /media/usb\n"
+            "  offline-bundle import --config airgapped.yml --from /media/usb\n\n"
+            "Every command has its own help: offline-bundle COMMAND --help"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"offline-bundle {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -307,19 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
         sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
 
-    sp = sub.add_parser("pack", help="pack local paths into a bundle (S3, or a local folder)")
+    sp = add_command(
+        sub,
+        "pack",
+        "pack local paths into a bundle (S3, or a local folder)",
+        [
+            "offline-bundle pack --config connected.yml --base build --part ops-manager=ops-manager \\",
+            "    --part stemcells='stemcells/*.tgz=stemcells/' --version 1.0.0",
+            "# the parts fetch listed, into a folder on removable media",
+            "offline-bundle pack --config connected.yml --parts-file fetched/parts.json --to-dir /media/usb",
+        ],
+        details="Signed with signing_private_key, encrypted to recipient_public_keys (or a passphrase).",
+    )
     with_config(sp)
     sp.add_argument(
         "--part",
         action="append",
         metavar="NAME=PATH[=DEST]",
-        help="a part: glob PATH under --base",
+        help="a part: glob PATH under --base, published under DEST (default NAME/); repeat for each part",
     )
     sp.add_argument(
         "--parts-file",
         action="append",
         metavar="FILE",
-        help="parts as a JSON/YAML list of {name, path, destination} (fetch's parts.json)",
+        help="parts as a JSON/YAML list of {name, path, destination} (fetch's parts.json); repeatable",
     )
     sp.add_argument("--base", default=".", help="folder the part paths are relative to (default: .)")
     sp.add_argument("--version", dest="version", help="bundle version (default: a UTC timestamp)")
@@ -327,28 +347,61 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="replace a committed version with other content")
     sp.set_defaults(func=cmd_pack)
 
-    sp = sub.add_parser("verify", help="verify signature, payload hashes and every file; writes nothing")
+    sp = add_command(
+        sub,
+        "verify",
+        "verify signature, payload hashes and every file; writes nothing",
+        [
+            "offline-bundle verify --config airgapped.yml --version 1.0.0",
+            "offline-bundle verify --config airgapped.yml --from-dir /media/usb",
+        ],
+        details="Exit status 0 only when everything verified.",
+    )
     with_read(sp)
-    sp.add_argument("--part", action="append", metavar="NAME", help="verify only these parts")
+    sp.add_argument("--part", action="append", metavar="NAME", help="verify only this part (repeat for more)")
     sp.set_defaults(func=cmd_verify)
 
-    sp = sub.add_parser("unpack", help="verify and explode a bundle into DEST (the layout of `in`)")
+    sp = add_command(
+        sub,
+        "unpack",
+        "verify and explode a bundle into DEST (the layout of `in`)",
+        [
+            "offline-bundle unpack --config airgapped.yml --version 1.0.0 ./exploded",
+            "offline-bundle unpack --config airgapped.yml --from-dir /media/usb --part pipelines ./exploded",
+        ],
+    )
     with_read(sp)
-    sp.add_argument("--part", action="append", metavar="NAME", help="fetch only these parts")
+    add_verbose(sp)
+    sp.add_argument("--part", action="append", metavar="NAME", help="fetch only this part (repeat for more)")
     sp.add_argument("dest", metavar="DEST")
     sp.set_defaults(func=cmd_unpack)
 
-    sp = sub.add_parser("show", help="the signed manifest as a listing, without decrypting")
+    sp = add_command(
+        sub,
+        "show",
+        "the signed manifest as a listing, without decrypting",
+        ["offline-bundle show --config airgapped.yml --files"],
+    )
     with_read(sp)
     sp.add_argument("--files", action="store_true", help="list every file")
     sp.set_defaults(func=cmd_show)
 
-    sp = sub.add_parser("list", help="committed versions, oldest first (version_order)")
+    sp = add_command(
+        sub,
+        "list",
+        "committed versions, oldest first (version_order)",
+        ["offline-bundle list --config airgapped.yml"],
+    )
     with_config(sp)
     sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
     sp.set_defaults(func=cmd_list)
 
-    sp = sub.add_parser("prune", help="delete old versions, unreferenced payloads and stale multipart uploads")
+    sp = add_command(
+        sub,
+        "prune",
+        "delete old versions, unreferenced payloads and stale multipart uploads",
+        ["offline-bundle prune --config connected.yml --keep 5 --dry-run"],
+    )
     with_config(sp)
     sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
     sp.add_argument("--keep", type=int, required=True, metavar="N", help="keep the newest N versions (version_order)")
@@ -361,7 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     sp.set_defaults(func=cmd_prune)
 
-    sp = sub.add_parser("keygen", help="make a signing (connected side) or decryption (air-gapped side) key")
+    sp = add_command(
+        sub,
+        "keygen",
+        "make a signing (connected side) or decryption (air-gapped side) key",
+        [
+            "offline-bundle keygen --role sign --out sign.key        # on the connected side",
+            "offline-bundle keygen --role decrypt --out decrypt.key  # on the air-gapped side",
+        ],
+    )
     sp.add_argument("--role", choices=("sign", "decrypt"), required=True)
     sp.add_argument("--out", required=True, help="file for the secret key (created with mode 0600)")
     sp.add_argument("--uid", help="user id of the key")
@@ -379,12 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     register_lint(sub)
     register_pin(sub)
 
-    for name, what in (
-        ("check", "list versions"),
-        ("in", "fetch a version into DIR"),
-        ("out", "put from DIR"),
+    for name, what, example in (
+        ("check", "list versions", "offline-bundle check < request.json"),
+        ("in", "fetch a version into DIR", "offline-bundle in ./dest < request.json"),
+        ("out", "put from DIR", "offline-bundle out ./build < request.json"),
     ):
-        sp = sub.add_parser(name, help=f"the Concourse {name} script ({what}); request JSON on stdin")
+        sp = add_command(
+            sub,
+            name,
+            f"the Concourse {name} script ({what}); request JSON on stdin",
+            [example],
+            details='The request is what Concourse sends: {"source": {...}, "version": ..., "params": {...}}.',
+        )
         sp.add_argument("directory", nargs="*")
         sp.set_defaults(func=None, protocol=name)
     return p
@@ -394,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is None:
         return protocol_main(args.protocol, args.directory)
+    from .records import print_record_json
+
+    print_record_json(bool(getattr(args, "verbose", False)))
     redact = Redactor()
     log = _log(redact)
     try:

@@ -538,15 +538,24 @@ def cmd_lint(args: argparse.Namespace, log: Any, redact: Any) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``lint-pipeline`` to the ``offline-bundle`` command line."""
-    sp = sub.add_parser(
+    from .helptext import add_command
+
+    sp = add_command(
+        sub,
         "lint-pipeline",
-        help="check a pipeline (or task) file the way set-pipeline would; non-zero when Concourse would refuse it",
+        "check a pipeline (or task) file the way set-pipeline would, and its vars files for placeholders",
+        ["offline-bundle lint-pipeline pipelines/unpack-pcf-pipelines-combined.yml --params my-params.yml"],
+        details=(
+            "Exit status 1 when Concourse would refuse the pipeline or a vars file still holds a\n"
+            "placeholder (CHANGEME, <...>, TODO, an all-zero digest). A ((var)) no vars file defines is\n"
+            "a note: the credential manager must hold it."
+        ),
     )
     sp.add_argument(
         "--params",
         action="append",
         metavar="FILE",
-        help="vars files the pipeline is set with (repeatable): every ((var)) must be defined",
+        help="a vars file the pipeline is set with (repeat for more, later ones win, as fly -l)",
     )
     sp.add_argument("file", metavar="FILE")
     sp.set_defaults(func=cmd_lint)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError
+from .helptext import add_command
 from .protocol import Redactor
 
 Log = Callable[[str], None]
@@ -80,12 +81,17 @@ def cmd_publish_images(args: argparse.Namespace, log: Log, redact: Redactor) -> 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    sp = sub.add_parser(
+    sp = add_command(
+        sub,
         "pin",
-        help="lock every external artifact of pipelines and rewrite them to read from the air-gapped store",
+        "lock every external artifact of pipelines and rewrite them to read from the air-gapped store",
+        ["offline-bundle pin install.yml --vars params.yml --keep terraform-state --out pinned"],
+        details="Writes DIR/offline.lock.yml and the rewritten pipelines; `fetch` downloads what it locked.",
     )
     sp.add_argument("pipelines", nargs="+", metavar="PIPELINE.yml")
-    sp.add_argument("--vars", "-l", action="append", metavar="PARAMS.yml", help="((vars)) values (as fly -l)")
+    sp.add_argument(
+        "--vars", "-l", action="append", metavar="PARAMS.yml", help="((vars)) values (as fly -l; repeatable)"
+    )
     sp.add_argument("--out", required=True, metavar="DIR", help="folder for offline.lock.yml and the pipelines")
     sp.add_argument("--prefix", default="offline/", help="key prefix of carried artifacts (default: offline/)")
     sp.add_argument(
@@ -95,8 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the prefix of the publish target on the air-gapped side (its objects are read there)",
     )
     sp.add_argument("--registry", metavar="HOST/PREFIX", help="images from this internal registry, not from S3")
-    sp.add_argument("--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry")
-    sp.add_argument("--keep", action="append", metavar="RESOURCE", help="a resource already on the air-gapped side")
+    sp.add_argument(
+        "--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry (repeatable)"
+    )
+    sp.add_argument(
+        "--keep", action="append", metavar="RESOURCE", help="a resource already on the air-gapped side (repeatable)"
+    )
     sp.add_argument("--allow-unpinned", action="store_true", help="report what cannot be carried, do not fail")
     sp.add_argument("--ca-bundle", metavar="PEM", help="CA certificates added for HTTPS (GitHub API)")
     sp.add_argument(
@@ -104,11 +114,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     sp.set_defaults(func=cmd_pin)
 
-    sp = sub.add_parser("fetch", help="download and verify every artifact of an offline.lock.yml as bundle parts")
+    sp = add_command(
+        sub,
+        "fetch",
+        "download and verify every artifact of an offline.lock.yml as bundle parts",
+        [
+            "offline-bundle fetch pinned/offline.lock.yml --out fetched --vars credentials.yml \\",
+            "    --also-part pinned-pipelines=pinned=offline/pipelines/",
+        ],
+        details="Writes one folder per part and DIR/parts.json, the parts list for a put or `pack --parts-file`.",
+    )
     sp.add_argument("lock", metavar="offline.lock.yml")
     sp.add_argument("--out", required=True, metavar="DIR")
-    sp.add_argument("--vars", "-l", action="append", metavar="PARAMS.yml", help="values of the lock's credentials")
-    sp.add_argument("--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry")
+    sp.add_argument(
+        "--vars", "-l", action="append", metavar="PARAMS.yml", help="values of the lock's credentials (repeatable)"
+    )
+    sp.add_argument(
+        "--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry (repeatable)"
+    )
     sp.add_argument("--ca-bundle", metavar="PEM", help="CA certificates added for HTTPS downloads")
     sp.add_argument(
         "--parts-base",
@@ -119,12 +142,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--also-part",
         action="append",
         metavar="NAME=PATH[=DEST]",
-        help="one more entry for parts.json (e.g. pin's folder: pinned=pinned=offline/pipelines/)",
+        help="one more entry for parts.json (e.g. pin's folder: pinned=pinned=offline/pipelines/); repeatable",
     )
     sp.set_defaults(func=cmd_fetch)
 
-    sp = sub.add_parser("publish-images", help="push the carried OCI images into an air-gapped registry by digest")
+    sp = add_command(
+        sub,
+        "publish-images",
+        "push the carried OCI images into an air-gapped registry by digest",
+        ["offline-bundle publish-images --registry registry.airgap.example/mirror ./exploded"],
+    )
     sp.add_argument("exploded_dir", metavar="EXPLODED_DIR")
     sp.add_argument("--registry", required=True, metavar="HOST/PREFIX")
-    sp.add_argument("--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry")
+    sp.add_argument(
+        "--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry (repeatable)"
+    )
     sp.set_defaults(func=cmd_publish_images)

@@ -681,7 +681,7 @@ def _bool_word(name: str, value: str) -> bool:
 
 
 def load_target(path: str | None, env: dict[str, str]) -> Source:
-    """The target: S3 keys from ``--config`` (YAML), ``OFFLINE_BUNDLE_TARGET_<KEY>`` variables over it."""
+    """The target: S3 keys from ``--target`` (YAML), ``OFFLINE_BUNDLE_TARGET_<KEY>`` variables over it."""
     from .cli import load_config
 
     raw = load_config(path, {}) if path else {}
@@ -699,7 +699,7 @@ def load_target(path: str | None, env: dict[str, str]) -> Source:
             continue  # an empty variable is absent, as a null in YAML (task params that were left unset)
         raw[key] = _bool_word(name, value) if key in _BOOL_KEYS else value
     if "bucket" not in raw:
-        raise ConfigError(f"the publish target needs a bucket: give --config TARGET.yml or {TARGET_ENV_PREFIX}BUCKET")
+        raise ConfigError(f"the publish target needs a bucket: give --target TARGET.yml or {TARGET_ENV_PREFIX}BUCKET")
     return parse_source(raw, where="target", s3_only=True)
 
 
@@ -776,25 +776,43 @@ def cmd_publish(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``publish`` to the ``offline-bundle`` command line."""
-    sp = sub.add_parser(
+    from .helptext import add_command, add_verbose
+
+    sp = add_command(
+        sub,
         "publish",
-        help="upload each part's files under its destination in a target bucket (from a folder or a bundle)",
-        description=(
-            "Publish an exploded bundle (EXPLODED_DIR, as a get or `unpack` wrote it) or, without it, a bundle "
-            "straight from its store (verified as `in` verifies it, streamed, nothing on disk). Each file goes to "
-            "<target prefix><part destination><path>; same key and bytes: skipped; other bytes: an error unless "
-            "--overwrite. Target: --config TARGET.yml and OFFLINE_BUNDLE_TARGET_<KEY> variables (S3 keys only)."
+        "upload each part's files under its destination in a target bucket (from a folder or a bundle)",
+        [
+            "# a folder a get or `unpack` wrote",
+            "offline-bundle publish --target products.yml ./exploded",
+            "# straight from the bundle's store: verified as `in` verifies it, nothing on disk",
+            "offline-bundle publish --from-config airgapped.yml --version 1.0.0 --target products.yml",
+        ],
+        details=(
+            "Each file goes to <target prefix><part destination><path> in the TARGET store (where install\n"
+            "pipelines read products), given by --target TARGET.yml and OFFLINE_BUNDLE_TARGET_<KEY>\n"
+            "variables (S3 keys only). The bundle is EXPLODED_DIR, or the store of --from-config /\n"
+            "OFFLINE_BUNDLE_<KEY> / --from-dir. Same key and bytes: skipped; other bytes: an error\n"
+            "unless --overwrite."
         ),
     )
-    sp.add_argument("--config", metavar="TARGET.yml", help="target: YAML of S3 keys (bucket, prefix, endpoint, ...)")
+    sp.add_argument(
+        "--target",
+        "--config",
+        dest="config",
+        metavar="TARGET.yml",
+        help="the TARGET store's config, not the bundle's: YAML of S3 keys (bucket, prefix, endpoint, ...); "
+        "--config is the same option",
+    )
     sp.add_argument("--overwrite", action="store_true", help="replace objects that hold other bytes")
     sp.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help=f"files uploaded at once (default {DEFAULT_JOBS})")
-    sp.add_argument("--part", action="append", metavar="NAME", help="publish only these parts")
-    sp.add_argument("--skip-part", action="append", metavar="NAME", help="do not publish these parts")
+    sp.add_argument("--part", action="append", metavar="NAME", help="publish only this part (repeat for more)")
+    sp.add_argument("--skip-part", action="append", metavar="NAME", help="do not publish this part (repeat for more)")
     sp.add_argument(
         "--from-config", metavar="SOURCE.yml", help="the bundle's source keys (OFFLINE_BUNDLE_<KEY> override)"
     )
     sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
     sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
     sp.add_argument("exploded_dir", nargs="?", metavar="EXPLODED_DIR")
+    add_verbose(sp)
     sp.set_defaults(func=cmd_publish)

@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Source, parse_source
 from .errors import ConfigError
+from .helptext import add_command, add_verbose
 from .names import check_name
 from .pieces import DEFAULT_PIECE, MediumStore, parse_size
 from .protocol import Redactor
@@ -23,6 +24,9 @@ from .store import S3Store
 Log = Callable[[str], None]
 # Variables that are not source keys and so may stay set while mirror reads only its two files.
 _NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES")
+# FAT32's largest file. Media for an air gap are often FAT32 sticks; the size is allowed (exFAT,
+# ext4, NTFS hold it) but the operator should hear before a long export that the stick cannot.
+FAT32_MAX_FILE = 4 * 1024**3 - 1
 
 
 def _version(value: str | None, what: str) -> str | None:
@@ -36,6 +40,11 @@ def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     source = source_from(args)
     redact.add(source.secret_values())
     piece_size = parse_size(args.piece_size) if args.piece_size else DEFAULT_PIECE
+    if piece_size > FAT32_MAX_FILE:
+        log(
+            f"warning: --piece-size {args.piece_size} is over 4 GiB - 1 byte: a FAT32 medium cannot hold such a "
+            "piece (use exFAT, ext4 or NTFS, or --piece-size 4000MiB)"
+        )
     exporter = Exporter(source, S3Store(source), args.to, log, piece_size=piece_size)
     r = exporter.export(_version(args.version, "--version"), _version(args.since, "--since"))
     print(f"{source.name} {r.version} -> {exporter.root}: signer {r.signer or 'UNSIGNED'}")
@@ -116,32 +125,71 @@ def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register export, import, mirror and records on the ``offline-bundle`` subparsers."""
-    sp = sub.add_parser("export", help="copy a committed version to removable media, in pieces with a hash each")
+    sp = add_command(
+        sub,
+        "export",
+        "copy a committed version to removable media, in pieces with a hash each",
+        [
+            "offline-bundle export --config connected.yml --to /media/usb",
+            "# only what the far side lacks: it has 1.0.0",
+            "offline-bundle export --config connected.yml --to /media/usb --version 1.1.0 --since 1.0.0",
+        ],
+        details="The signature is verified first; resumable; one bundle name (the config's) per run.",
+    )
     with_config(sp)
+    add_verbose(sp)
     sp.add_argument("--to", required=True, metavar="DIR", help="the medium (a folder; created if missing)")
     sp.add_argument("--version", dest="version", metavar="V", help="the version to export (default: the latest)")
     sp.add_argument(
         "--piece-size",
         metavar="SIZE",
-        help="largest piece, 5MiB to 5GiB (default 4000MiB, under FAT32's 4 GiB limit)",
+        help="largest piece, 5MiB to 5GiB (default 4000MiB: FAT32 holds no file of 4 GiB or more; warns above)",
     )
     sp.add_argument("--since", metavar="V0", help="leave out the payloads V0 references (the far side has V0)")
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("import", help="upload the versions on a medium into the bucket, verified, commit last")
+    sp = add_command(
+        sub,
+        "import",
+        "upload the versions on a medium into the bucket, verified, commit last",
+        ["offline-bundle import --config airgapped.yml --from /media/usb"],
+        details=(
+            "The signature is verified before anything is uploaded, each payload only completed once\n"
+            "every piece and its SHA-256 match; resumable; one bundle name (the config's) per run."
+        ),
+    )
     with_config(sp)
+    add_verbose(sp)
     sp.add_argument("--from", dest="from_", required=True, metavar="DIR", help="the medium written by export")
     sp.add_argument("--version", dest="version", metavar="V", help="import only this version (default: all)")
     sp.set_defaults(func=cmd_import)
 
-    sp = sub.add_parser("mirror", help="copy committed versions from one store to another, verified, commit last")
+    sp = add_command(
+        sub,
+        "mirror",
+        "copy committed versions from one store to another, verified, commit last",
+        ["offline-bundle mirror --from-config connected.yml --to-config airgapped.yml --keep 3"],
+        details=(
+            "For a cross-domain link. Each version is verified with the keys of --to-config before it\n"
+            "is written there; versions already there are skipped. Reads its two files only."
+        ),
+    )
+    add_verbose(sp)
     sp.add_argument("--from-config", required=True, metavar="A.yml", help="source keys of the store to copy from")
     sp.add_argument("--to-config", required=True, metavar="B.yml", help="source keys of the store to copy to")
     sp.add_argument("--keep", type=int, metavar="N", help="only the newest N versions (version_order of A)")
     sp.add_argument("--version", dest="version", metavar="V", help="only this version")
     sp.set_defaults(func=cmd_mirror)
 
-    sp = sub.add_parser("records", help="the transfer records of a bundle (export, import, mirror, get, publish)")
+    sp = add_command(
+        sub,
+        "records",
+        "the transfer records of a bundle (export, import, mirror, get, publish)",
+        [
+            "offline-bundle records --config airgapped.yml --version 1.0.0",
+            "offline-bundle records --config airgapped.yml --from-dir /media/usb --json",
+        ],
+    )
     with_config(sp)
     sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout (a medium)")
     sp.add_argument("--version", dest="version", metavar="V", help="only records of this version")

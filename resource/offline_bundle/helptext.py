@@ -1,0 +1,39 @@
+"""``--help`` for every command: what it does in one line, the details that matter, an example.
+
+Operators meet this tool on the air-gapped side, often without the README at hand; the help text
+is what they have. Each command is registered through ``add_command`` so none can lack a
+description or an example (a test walks them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_command(
+    sub: Any, name: str, summary: str, examples: list[str], *, details: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` is its line in ``offline-bundle --help`` and opens its own ``--help``
+    (``details``, already wrapped, follow); ``examples`` close it, one command line each (a line
+    starting with ``#`` is a comment for the next)."""
+    description = summary[:1].upper() + summary[1:] + "."
+    if details:
+        description += "\n\n" + details.strip("\n")
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=summary,
+        description=description,
+        epilog="example:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_verbose(sp: argparse.ArgumentParser) -> None:
+    """For the commands that write a transfer record: its summary line always, the JSON on request."""
+    sp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="after each transfer record's summary line on stderr, print the record itself (JSON)",
+    )
