@@ -485,7 +485,8 @@ def test_every_job_of_both_pipelines_goes_green_on_every_bundle(
     jobs_run.add("set-pinned-pipelines")
     assert jobs_run == {j["name"] for j in unpack["jobs"]}
 
-    # The command line on a full get: same objects, the pipelines too; a second run skips everything.
+    # The command line on a full get: same objects, the pipelines too; a second run skips everything
+    # (--target names the target store; --config, the contract's spelling, is the same option).
     full = tmp_path / "full"
     get(source, "1.0.0", {}, full)
     target = {
@@ -496,7 +497,7 @@ def test_every_job_of_both_pipelines_goes_green_on_every_bundle(
     }
     exploded_bucket = new_bucket(airgap)
     exploded_target = write_yaml(tmp_path / "exploded-target.yml", {**target, "bucket": exploded_bucket})
-    proc = ok(run_cli("publish", "--config", exploded_target, full))
+    proc = ok(run_cli("publish", "--target", exploded_target, full))
     assert counts(proc.stdout) == (len(PUBLISHED) + PIPELINE_FILES, 0)
     by_exploded = objects(airgap, exploded_bucket)
     assert {k: v for k, v in by_exploded.items() if not k.startswith("pipelines/")} == got
