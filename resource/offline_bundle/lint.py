@@ -54,7 +54,7 @@ OLD_PARAM_RE = re.compile(r"\{\{[^{}]*\}\}")
 # Values that only an unfilled example holds. An all-zero digest or commit is a real-looking value
 # no registry or repository has, so it would fail far from here (on the air-gapped side, a day later).
 PLACEHOLDERS = (
-    (re.compile(r"change[-_ ]?me", re.IGNORECASE), "CHANGEME"),
+    (re.compile(r"\bchange[-_]?me\b", re.IGNORECASE), "CHANGEME"),
     (re.compile(r"<[A-Za-z][A-Za-z0-9 _.:/-]*>"), "a <...> placeholder"),
     (re.compile(r"\bTODO\b"), "TODO"),
     (re.compile(r"\bsha256:0{64}\b"), "an all-zero sha256 digest"),

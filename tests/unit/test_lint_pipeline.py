@@ -243,6 +243,8 @@ commit: '0000000000000000000000000000000000000000'
 owner: <your team>
 note: TODO
 fine: ["Alice <alice@example.com>", sha256:00000000000000000000000000000000000000000000000000000000000000ab, 10000]
+words: the exchange meeting is a todo item, changes merged
+
 """
 
 
