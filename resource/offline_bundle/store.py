@@ -688,8 +688,11 @@ class _ResumingReader(io.RawIOBase):
         self._etag: str | None = None
         self._body: object | None = None
         self._on_bytes = on_bytes
+        # Resumes in a row that brought no byte, each after a longer back-off. A resume that delivers
+        # data starts the count again: a long download over a flaky link may be cut many times, and
+        # only a link that stays broken should end it.
         self._failures = 0
-        self._retries = min(max_attempts(), 8)  # resumes of an interrupted body, each after a back-off
+        self._retries = min(max_attempts(), 8)
 
     def readable(self) -> bool:
         return True
@@ -742,7 +745,7 @@ class _ResumingReader(io.RawIOBase):
                 self._body = None
                 if self._failures > self._retries:
                     raise _s3_error(e, f"downloading {self._key} at byte {self._offset}") from None
-                pause = min(2**self._failures, 30)
+                pause = min(2 ** (self._failures - 1), 30)
                 sys.stderr.write(
                     f"download of {self._key} interrupted at byte {self._offset} ({e.__class__.__name__}); "
                     f"resuming with a ranged GET in {pause} s\n"
@@ -750,6 +753,7 @@ class _ResumingReader(io.RawIOBase):
                 time.sleep(pause)
         if data:
             self._offset += len(data)
+            self._failures = 0
             if self._on_bytes:
                 self._on_bytes(len(data))
         elif self._offset < self._size:
