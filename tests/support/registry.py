@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import http.client
@@ -23,7 +22,6 @@ import http.server
 import io
 import json
 import secrets
-import signal
 import socket
 import subprocess
 import tarfile
@@ -37,6 +35,8 @@ from typing import Any
 
 import requests
 
+from .seaweed import die_with_parent
+
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 SKOPEO = "skopeo"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -49,12 +49,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the registry if the pytest process dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
 # -- the registry -------------------------------------------------------------------------------
@@ -113,7 +107,7 @@ class RegistryServer:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             deadline = time.monotonic() + self.startup_timeout
             while time.monotonic() < deadline and self._proc.poll() is None:

@@ -97,7 +97,7 @@ def _pick_ports() -> dict[str, int]:
             s.close()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: SIGTERM the server if the pytest process dies.
 
     Without this a crashed or SIGKILLed test run leaves weed holding its ports
@@ -279,7 +279,7 @@ class SeaweedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()
