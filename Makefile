@@ -9,7 +9,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 LINT_PATHS = $(wildcard resource tests bench)
 
-.PHONY: all install system-deps lint test demo bench bench-plot clean distclean
+.PHONY: all install system-deps lint test demo bench bench-plot soak clean distclean
 
 all: test
 
@@ -37,6 +37,13 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+# Faults, concurrency and scale on a real SeaweedFS cluster at full size (1 GiB transfers, 20 cuts, 8 GiB);
+# `make test` runs the same cluster tests at a short size. The figures go into docs/operations.md.
+SOAK_RESULTS ?= bench/results/soak.json
+soak: install
+	SOAK=1 SOAK_RESULTS=$(SOAK_RESULTS) $(BIN)/pytest -q -m cluster tests/cluster
+	$(BIN)/python bench/soak_report.py $(SOAK_RESULTS) docs/operations.md
 
 # Benchmark of issue 3 (docs/benchmarks.md): BENCH_GB=2 BENCH_RUNS=3 BENCH_SKIP_SMALL=1 BENCH_PROFILE=1 ...
 # The bench's own tools (matplotlib, py-spy) go into the same venv, re-installed when their list changes.
