@@ -8,9 +8,10 @@ chronological, the random id keeps two events of the same second apart.
 A record is written where the identity may write: an air-gapped get usually runs with read-only
 credentials, and a refused write must not fail a transfer that succeeded, so it becomes a warning.
 Every record is announced on stderr with one line a person reads (event, bundle, who, size, signer,
-where it was stored); the JSON itself follows with ``--verbose``, and always when the record was
-stored nowhere, so the build log is then its one copy. Records hold names, versions, digests,
-fingerprints and build coordinates only: never a ``source`` value.
+where it was stored); the JSON itself follows with ``--verbose``, and in the Concourse scripts
+(which take no flags) when the record was stored nowhere, so the build log is then its one copy.
+Records hold names, versions, digests, fingerprints and build coordinates only: never a ``source``
+value.
 """
 
 from __future__ import annotations
@@ -40,14 +41,16 @@ RECORD_MAX_BYTES = 1 << 20
 
 Log = Callable[[str], None]
 
-# Whether each record's JSON is printed after its summary line (``--verbose``). A process-wide
-# setting because the records are written deep inside export, import, mirror, unpack and publish;
-# the command line sets it once, before any of them runs.
-_print_json = False
+# Whether each record's JSON is printed after its summary line. A process-wide setting because the
+# records are written deep inside export, import, mirror, unpack and publish; the command line sets
+# it once from ``--verbose`` before any of them runs. None (the Concourse scripts, which take no
+# flags): only when the record was stored nowhere, so the build log keeps its one copy.
+_print_json: bool | None = None
 
 
-def print_record_json(on: bool) -> None:
-    """``--verbose``: print each record's JSON on stderr after its summary line."""
+def print_record_json(on: bool | None) -> None:
+    """True (``--verbose``): print each record's JSON on stderr after its summary line; False: never;
+    None: only when it was stored nowhere."""
     global _print_json
     _print_json = on
 
@@ -169,8 +172,9 @@ def write_record(
             denied = "AccessDenied" in str(e) or isinstance(e, PermissionError)
             why = "this identity may not write there" if denied else str(e)
             log(f"warning: the {event} record was not stored in {target.description}: {why}")
-    log(f"record: {summary(record.to_json(), stored)}")
-    if _print_json or not stored:
+    show_json = _print_json if _print_json is not None else not stored
+    log(f"record: {summary(record.to_json(), stored, json_follows=show_json)}")
+    if show_json:
         log(f"record: {record.to_json_bytes().decode('utf-8')}")
     return record
 
@@ -183,7 +187,7 @@ def _location(store: Store, key: str) -> str:
     return f"{store.description}: {key}"
 
 
-def summary(doc: Mapping[str, Any], stored: Iterable[str]) -> str:
+def summary(doc: Mapping[str, Any], stored: Iterable[str], *, json_follows: bool = True) -> str:
     """One line a person reads: what happened to which version, by whom, how much, whose signature,
     and where the full record is."""
     by = doc.get("by") or {}
@@ -194,7 +198,7 @@ def summary(doc: Mapping[str, Any], stored: Iterable[str]) -> str:
     signer = f"signer {doc['signer']}" if doc.get("signer") else "UNSIGNED"
     if not doc.get("signer") and signature not in (None, "unsigned"):
         signer = f"signature {signature}"  # publish of a folder: its get checked it
-    where = ", ".join(stored) or "nowhere (the JSON follows)"
+    where = ", ".join(stored) or ("nowhere (the JSON follows)" if json_follows else "nowhere (--verbose prints it)")
     return (
         f"{doc.get('event')} of {doc.get('bundle')} {doc.get('version')} by {who_}, {len(parts)} part(s), "
         f"{human(size)}, {signer}, stored at {where}"

@@ -72,9 +72,31 @@ def test_a_stored_record_is_one_summary_line_and_its_json_only_when_verbose(tmp_
         lines.clear()
         write_record(store, SOURCE, "import", manifest(), signer="F" * 40, log=lines.append, env=env)
     finally:
-        print_record_json(False)
+        print_record_json(None)
     assert lines[0].startswith("record: import of demo") and json.loads(lines[1].removeprefix("record: "))["bundle"]
     assert len(lines) == 2
+
+
+class Refusing(DirStore):
+    def put_bytes(self, key: str, data: bytes, **kw: object) -> None:
+        raise PermissionError(13, "Permission denied", key)
+
+
+def test_a_record_stored_nowhere_prints_its_json_in_concourse_and_only_with_verbose_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    store = Refusing(str(tmp_path))
+    lines: list[str] = []
+    write_record(store, SOURCE, "get", manifest(), signer="F" * 40, log=lines.append)  # Concourse: no flag
+    assert [ln.split(" ")[0] for ln in lines] == ["warning:", "record:", "record:"]
+    assert "nowhere (the JSON follows)" in lines[1] and json.loads(lines[2].removeprefix("record: "))["event"] == "get"
+    try:
+        print_record_json(False)  # the command line without --verbose
+        lines.clear()
+        write_record(store, SOURCE, "unpack", manifest(), signer="F" * 40, log=lines.append)
+    finally:
+        print_record_json(None)
+    assert len(lines) == 2 and "nowhere (--verbose prints it)" in lines[1], lines
 
 
 def test_the_summary_line_says_who_how_much_and_whose_signature() -> None:
