@@ -46,6 +46,8 @@ class Source:
     trusted_public_keys: tuple[str, ...] = ()
     allow_unsigned: bool = False
     version_order: str = "auto"
+    approver_public_keys: tuple[str, ...] = ()
+    required_approvals: int = 0
 
     @property
     def path_style(self) -> bool:
@@ -104,7 +106,7 @@ S3_KEYS = (
 )
 
 _BOOL_KEYS = {"use_path_style", "disable_ssl", "skip_ssl_verification", "allow_unencrypted", "allow_unsigned"}
-_LIST_KEYS = {"recipient_public_keys", "trusted_public_keys"}
+_LIST_KEYS = {"recipient_public_keys", "trusted_public_keys", "approver_public_keys"}
 
 
 def _type_name(value: Any) -> str:
@@ -126,6 +128,17 @@ def _want_string(where: str, key: str, value: Any, *, allow_empty: bool = False)
 def _want_bool(where: str, key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where}.{key} must be true or false, not a {_type_name(value)}")
+    return value
+
+
+def _want_count(where: str, key: str, value: Any) -> int:
+    """A whole number >= 0; digits in a string too (environment variables and credential managers hold text)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be a whole number, not a {_type_name(value)}")
+    if value < 0:
+        raise ConfigError(f"{where}.{key} must be 0 or more")
     return value
 
 
@@ -186,6 +199,9 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
             values[key] = _check_armored(where, key, _want_string(where, key, value), secret=True)
         elif key == "prefix":
             values[key] = _want_string(where, key, value, allow_empty=True)
+        elif key == "required_approvals":
+            if value != "":  # an unset ((var)) arrives as "": absent
+                values[key] = _want_count(where, key, value)
         else:
             values[key] = _want_string(where, key, value)
     if not s3_only:
@@ -203,6 +219,11 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
         raise ConfigError(f"{where}.version_order must be one of {', '.join(VERSION_ORDERS)}")
     if values.get("compression", "none") not in COMPRESSIONS:
         raise ConfigError(f"{where}.compression must be one of {', '.join(COMPRESSIONS)}")
+    if values.get("required_approvals", 0) > len(values.get("approver_public_keys", ())):
+        raise ConfigError(
+            f"{where}.required_approvals is {values['required_approvals']} but {where}.approver_public_keys "
+            f"lists {len(values.get('approver_public_keys', ()))} key(s): no version could ever be approved"
+        )
     if values.get("secret_access_key") and not values.get("access_key_id"):
         raise ConfigError(f"{where}.secret_access_key is set but {where}.access_key_id is not")
     if values.get("access_key_id") and not values.get("secret_access_key"):
