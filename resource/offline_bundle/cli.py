@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import __version__, crypto
+from .approval_cli import register as register_approvals
 from .config import (
     SOURCE_KEYS,
     BuildInfo,
@@ -278,7 +279,7 @@ def cmd_keygen(args: argparse.Namespace, log: Callable[[str], None], redact: Red
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key.secret_armored)
-    other = "trusted_public_keys" if args.role == "sign" else "recipient_public_keys"
+    other = {"sign": "trusted_public_keys", "approve": "approver_public_keys"}.get(args.role, "recipient_public_keys")
     log(f"secret key written to {args.out} (mode 0600); put the public key below in the other side's {other}")
     print(f"fingerprint: {key.fingerprint}")
     print(key.public_armored, end="" if key.public_armored.endswith("\n") else "\n")
@@ -417,13 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add_command(
         sub,
         "keygen",
-        "make a signing (connected side) or decryption (air-gapped side) key",
+        "make a signing (connected side), decryption (air-gapped side) or approver key",
         [
             "offline-bundle keygen --role sign --out sign.key        # on the connected side",
             "offline-bundle keygen --role decrypt --out decrypt.key  # on the air-gapped side",
+            "offline-bundle keygen --role approve --out approver.key --passphrase-file pw  # each approver",
         ],
     )
-    sp.add_argument("--role", choices=("sign", "decrypt"), required=True)
+    sp.add_argument("--role", choices=("sign", "decrypt", "approve"), required=True)
     sp.add_argument("--out", required=True, help="file for the secret key (created with mode 0600)")
     sp.add_argument("--uid", help="user id of the key")
     sp.add_argument("--passphrase-file", help="protect the secret key with the passphrase in this file")
@@ -431,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_keygen)
 
     add_transfer_commands(sub, with_config)
+    register_approvals(sub, with_config)
 
     from .lint import register as register_lint
     from .pin_cli import register as register_pin

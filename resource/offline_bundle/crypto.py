@@ -414,9 +414,9 @@ class GeneratedKey:
 
 
 def generate_key(role: str, uid: str, passphrase: str | None, expire: str = "0") -> GeneratedKey:
-    """A new ed25519 key: sign-only for ``sign``, with a cv25519 encryption subkey for ``decrypt``."""
-    if role not in ("sign", "decrypt"):
-        raise CryptoError("role must be sign or decrypt")
+    """A new ed25519 key: sign-only for ``sign`` and ``approve``, with a cv25519 encryption subkey for ``decrypt``."""
+    if role not in ("sign", "decrypt", "approve"):
+        raise CryptoError("role must be sign, decrypt or approve")
     pp = passphrase or ""
     with gpg_home() as gpg:
         base = [

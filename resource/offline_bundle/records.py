@@ -36,7 +36,7 @@ from .store import DirStore, S3Store, Store
 
 RECORDS_DIR = "_records"
 RECORD_FORMAT = 1
-EVENTS = ("export", "import", "mirror", "get", "publish")
+EVENTS = ("export", "import", "mirror", "get", "publish", "approve")
 RECORD_MAX_BYTES = 1 << 20
 
 Log = Callable[[str], None]
