@@ -202,7 +202,12 @@ def handle_check(doc: dict[str, Any], argv: list[str], log: Callable[[str], None
     from .versions import order, select_for_check
 
     req = parse_check(doc)
-    committed = order(list_committed(req.source, S3Store(req.source)), req.source.version_order)
+    store = S3Store(req.source)
+    committed = order(list_committed(req.source, store), req.source.version_order)
+    if req.source.required_approvals:
+        from .approvals import approved_for_check
+
+        return [{"version": c.version} for c in approved_for_check(req.source, store, committed, req.version, log)]
     return [{"version": c.version} for c in select_for_check(committed, req.version)]
 
 
@@ -223,6 +228,7 @@ def handle_in(doc: dict[str, Any], argv: list[str], log: Callable[[str], None]) 
     extra = [
         ("fetched_parts", ",".join(result.parts) if result.parts else "none (skip_download)"),
         ("signer_key_expired", "true" if result.trusted.signer_expired else None),
+        ("approved_by", ",".join(result.approval.approvers) if result.approval else None),
     ]
     return {"version": {"version": m.version}, "metadata": manifest_metadata(m, result.trusted.signer, extra)}
 

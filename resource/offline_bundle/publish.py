@@ -638,6 +638,7 @@ def publish_from_bundle(
     log: Log,
 ) -> PublishResult:
     """Verify ``version`` as ``in`` does and publish its files as they stream; no local copy."""
+    from .approvals import NotApproved
     from .commit import read_commit
     from .unpack import Unpacker
 
@@ -653,6 +654,8 @@ def publish_from_bundle(
     try:
         if parts:
             Unpacker(source, store, log).get(version, InParams(parts=tuple(p.name for p in parts)), None, sink=sink)
+    except NotApproved:
+        raise  # refused before any file was streamed: nothing to report as published
     except BundleError as e:
         sink.close()
         published = result.published_keys

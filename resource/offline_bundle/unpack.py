@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import crypto
+from .approvals import ApprovalStatus, require_approvals
 from .archive import CHUNK, ExtractResult, FileSink, extract_part
 from .commit import COMMIT_NAME, Trusted, read_commit
 from .config import InParams, Source
@@ -40,6 +41,7 @@ class GetResult:
     parts: tuple[str, ...]
     files: int
     bytes: int
+    approval: ApprovalStatus | None = None
 
 
 class HashingReader(io.RawIOBase):
@@ -149,6 +151,9 @@ class Unpacker:
             f"verified {manifest.name} {manifest.version}: signed by {signer}"
             + (" (the key has expired since; accepted)" if trusted.signer_expired else "")
         )
+        approval = None
+        if self.source.approver_public_keys:  # the two-person rule, before any payload is fetched
+            approval = require_approvals(self.source, self.store, trusted, self.log)
         parts = select_parts(manifest, params.parts)
         if dest is not None:
             os.makedirs(dest, exist_ok=True)
@@ -192,9 +197,10 @@ class Unpacker:
                     "bytes": total,
                     "skip_download": bool(params.skip_download),
                     "signer_expired": bool(trusted.signer_expired),
+                    **({"approved_by": list(approval.approvers)} if approval else {}),
                 },
             )
-        return GetResult(trusted, tuple(p.name for p in parts), files, total)
+        return GetResult(trusted, tuple(p.name for p in parts), files, total, approval)
 
     def _check_destination(self, dest: str, parts: list[Part]) -> None:
         names = [p.name for p in parts] + ["SHA256SUMS", "manifest.json", COMMIT_NAME, "version"]
