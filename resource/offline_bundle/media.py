@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .approvals import carry_approvals
 from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys, write_commit
 from .config import Source
 from .errors import BundleError, StoreError, VerificationError
@@ -96,6 +97,7 @@ class ExportResult:
     pieces_written: int
     pieces_kept: int
     bytes_written: int
+    approvals: tuple[str, ...] = ()  # approval objects written to the medium by this run
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Exporter:
         target = medium_path(self.root, commit_key(source, version))
         if _read(target) != trusted.commit_bytes:
             write_atomic(target, trusted.commit_bytes)
+        approvals = carry_approvals(source, self.store, MediumStore(self.root), trusted, self.log)
         self.log(
             f"exported {manifest.name} {version} to {self.root}: {len(plans)} payload(s), "
             f"{written} piece(s) written, {kept} kept from an earlier run"
@@ -176,7 +179,9 @@ class Exporter:
             also=[MediumStore(self.root)],
             env=self.env,
         )
-        return ExportResult(version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, nbytes)
+        return ExportResult(
+            version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, nbytes, tuple(approvals)
+        )
 
     def _plan(self, payload: Payload, parts: list[str]) -> _PayloadPlan:
         count = len(piece_plan(payload.size, self.piece_size))
@@ -343,6 +348,7 @@ class ImportResult:
     present: tuple[str, ...]  # payload keys the bucket already held
     pieces_uploaded: int
     pieces_resumed: int
+    approvals: tuple[str, ...] = ()  # approval objects written to the bucket by this run
 
 
 class Importer:
@@ -391,8 +397,9 @@ class Importer:
                     f"version {version} is already committed in {self.store.description} with another commit "
                     "object; refused (prune it there first if it should be replaced)"
                 )
-            self.log(f"version {version} is already committed in {self.store.description}: nothing to import")
-            return ImportResult(version, trusted.signer, True, (), (), 0, 0)
+            self.log(f"version {version} is already committed in {self.store.description}: no payload to import")
+            approvals = carry_approvals(source, self.medium, self.store, trusted, self.log)
+            return ImportResult(version, trusted.signer, True, (), (), 0, 0, tuple(approvals))
 
         todo: list[tuple[Payload, list[str], list[PieceSource]]] = []
         present: list[str] = []
@@ -424,6 +431,7 @@ class Importer:
             uploaded, resumed = uploaded + outcome.uploaded, resumed + outcome.resumed
 
         self._commit(key, data, version)
+        approvals = carry_approvals(source, self.medium, self.store, trusted, self.log)
         self.log(
             f"imported {manifest.name} {version} into {self.store.description}: {len(todo)} payload(s) uploaded, "
             f"{len(present)} already there"
@@ -445,7 +453,14 @@ class Importer:
             env=self.env,
         )
         return ImportResult(
-            version, trusted.signer, False, tuple(p.key for p, _, _ in todo), tuple(present), uploaded, resumed
+            version,
+            trusted.signer,
+            False,
+            tuple(p.key for p, _, _ in todo),
+            tuple(present),
+            uploaded,
+            resumed,
+            tuple(approvals),
         )
 
     def _medium_sources(self, payload: Payload, parts: list[str]) -> list[PieceSource]:

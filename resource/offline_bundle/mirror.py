@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .approvals import carry_approvals, has_approval_objects
 from .commit import commit_key, list_committed, trust_commit, trusted_keys, write_commit
 from .config import Source
 from .errors import BundleError, ConfigError, StoreError
@@ -107,6 +108,9 @@ class Mirror:
         existing = self.dst_store.get_bytes(key)
         if existing == data:
             self.log(f"version {version} is already in {self.dst_store.description}: skipped")
+            if has_approval_objects(self.src, self.src_store, version):  # approvals may arrive after the version
+                trusted = trust_commit(self.dst, data, version, keys=self.keys)
+                carry_approvals(self.src, self.src_store, self.dst_store, trusted, self.log, dst_source=self.dst)
             return False
         if existing is not None:
             raise BundleError(f"{self.dst_store.description} holds another commit object for it; not replaced")
@@ -139,6 +143,7 @@ class Mirror:
         except StoreError as e:
             if "already exists" not in str(e) or self.dst_store.get_bytes(key) != data:
                 raise
+        carry_approvals(self.src, self.src_store, self.dst_store, trusted, self.log, dst_source=self.dst)
         self.log(f"mirrored {self.src.name} {version}: {len(copied)} payload(s) copied, {len(present)} already there")
         write_record(
             self.dst_store,

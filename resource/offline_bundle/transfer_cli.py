@@ -52,6 +52,8 @@ def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
         f"payloads: {len(r.exported)} on the medium ({r.pieces_written} piece(s) written, {r.pieces_kept} kept)"
         + (f", {len(r.skipped)} left out (--since {args.since})" if r.skipped else "")
     )
+    if r.approvals:
+        print(f"approvals: {len(r.approvals)} carried to the medium")
     return 0
 
 
@@ -64,7 +66,8 @@ def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     importer = Importer(source, S3Store(source), args.from_, log)
     for r in importer.import_all(_version(args.version, "--version")):
         if r.already_committed:
-            print(f"{source.name} {r.version}: already committed, nothing imported")
+            carried = f"{len(r.approvals)} approval(s) carried" if r.approvals else "nothing imported"
+            print(f"{source.name} {r.version}: already committed, {carried}")
         else:
             print(
                 f"{source.name} {r.version}: signer {r.signer or 'UNSIGNED'}; {len(r.uploaded)} payload(s) uploaded "
