@@ -273,6 +273,34 @@ def test_an_approval_written_on_a_medium_is_carried_by_import_and_verify_from_di
     assert check(world, far_source)[0] == ["1.0.0"]
 
 
+def test_mirror_carries_approvals_added_after_the_version_and_only_those_that_count(world: World) -> None:
+    ap = world.approvers
+    world.put("1.0.0", app="x")
+    ok(world.approve("1.0.0", ap.a))
+    far_bucket = new_bucket_name()
+    world.sides.client().create_bucket(Bucket=far_bucket)
+    near_cfg, far_cfg = world.approver_config(), world.approver_config(bucket=far_bucket)
+    first = ok(run_cli("mirror", "--from-config", near_cfg, "--to-config", far_cfg))
+    assert "1 approval object(s) of demo 1.0.0 carried" in first.stderr
+    far_source = world.source(bucket=far_bucket)
+    assert check(world, far_source)[0] == []
+
+    ok(world.approve("1.0.0", ap.b))
+    outsider = f"demo/1.0.0/approvals/{ap.outsider.fingerprint}.asc"
+    world.put_object(outsider, world.forged(ap.outsider, "1.0.0", world.manifest_sha256("1.0.0")))
+    client = world.sides.client()
+    blobs = client.list_objects_v2(Bucket=far_bucket, Prefix="demo/_blobs/")["Contents"]
+    again = ok(run_cli("mirror", "--from-config", near_cfg, "--to-config", far_cfg))
+    assert "0 version(s) copied (none), 1 already there; 0 payload(s) copied" in again.stdout
+    assert "1 approval object(s) of demo 1.0.0 carried" in again.stderr
+    assert f"warning: approval object {outsider} not carried: it is signed by a key that is not among" in again.stderr
+    assert client.list_objects_v2(Bucket=far_bucket, Prefix="demo/_blobs/")["Contents"] == blobs
+    assert approval_keys(world, far_bucket, "1.0.0") == sorted(
+        f"demo/1.0.0/approvals/{k.fingerprint}.asc" for k in (ap.a, ap.b)
+    )
+    assert check(world, far_source)[0] == ["1.0.0"]
+
+
 # --------------------------------------------------------------------------- approvals that do not count
 
 
