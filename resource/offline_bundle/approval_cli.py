@@ -30,6 +30,7 @@ from .commit import Trusted, list_committed, read_commit
 from .config import Source
 from .diff import diff_manifests, to_json_text, to_text
 from .errors import BundleError, ConfigError
+from .helptext import add_command, add_verbose
 from .names import check_name
 from .protocol import Redactor
 from .records import write_record
@@ -186,13 +187,20 @@ def cmd_approve(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 def register(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``diff`` and ``approve`` to the ``offline-bundle`` command line."""
-    sp = sub.add_parser(
+    sp = add_command(
+        sub,
         "diff",
-        help="what changed between two versions, from their signed manifests (nothing decrypted)",
-        description=(
-            "Compare two versions' signed manifests: parts and files added, removed and changed (path, size, "
-            "SHA-256, mode), payloads reused, and who signed and built each. With NEW alone, NEW is compared with "
-            "the newest version approved before it (or the one just before it when none is approved)."
+        "what changed between two versions, from their signed manifests (nothing decrypted)",
+        [
+            "offline-bundle diff --config review.yml 1.1.0 1.2.0",
+            "# NEW alone: against the newest approved version before it",
+            "offline-bundle diff --config review.yml --json 1.2.0",
+            "offline-bundle diff --config review.yml --from-dir /media/usb 1.2.0",
+        ],
+        details=(
+            "Parts and files added, removed and changed (path, size, SHA-256, mode), payloads reused, and\n"
+            "who signed and built each version. With NEW alone, NEW is compared with the newest version\n"
+            "approved before it, or the one just before it when none is approved."
         ),
     )
     with_config(sp)
@@ -201,13 +209,20 @@ def register(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -
     sp.add_argument("versions", nargs="+", metavar="[OLD] NEW")
     sp.set_defaults(func=cmd_diff)
 
-    sp = sub.add_parser(
+    sp = add_command(
+        sub,
         "approve",
-        help="review a version's diff and sign an approval of its exact manifest (the two-person rule)",
-        description=(
-            "Verify VERSION as `in` does, show its diff, ask for confirmation, then write a clear-signed approval "
-            "to <prefix><name>/<VERSION>/approvals/<fingerprint>.asc in the bucket (or in --from-dir). It binds "
-            "the bundle, the version and the SHA-256 of the exact signed manifest."
+        "review a version's diff and sign an approval of its exact manifest (two-person rule)",
+        [
+            "offline-bundle approve --config review.yml 1.2.0 --key approver.key --passphrase-file pw",
+            "offline-bundle approve --config review.yml --from-dir /media/usb 1.2.0 --key approver.key \\",
+            "    --passphrase-env APPROVER_PASSPHRASE --comment 'CHG-1234' --yes",
+        ],
+        details=(
+            "Verifies VERSION as `in` does, shows its diff, asks for confirmation on the terminal, then writes\n"
+            "a clear-signed approval to <prefix><name>/<VERSION>/approvals/<fingerprint>.asc in the bucket\n"
+            "(or in --from-dir). It binds the bundle, the version and the SHA-256 of the exact signed\n"
+            "manifest. Needs no decryption key and no CI credentials; export/import or mirror carry it."
         ),
     )
     with_config(sp)
@@ -216,8 +231,11 @@ def register(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -
         "--key", required=True, metavar="APPROVER.key", help="the approver's secret key (keygen --role approve)"
     )
     sp.add_argument("--passphrase-file", metavar="FILE", help="file holding the key's passphrase")
-    sp.add_argument("--passphrase-env", metavar="VAR", help="environment variable holding the key's passphrase")
+    sp.add_argument(
+        "--passphrase-env", metavar="VAR", help="name of the environment variable holding the key's passphrase"
+    )
     sp.add_argument("--comment", help=f"a note kept in the signed approval (at most {COMMENT_MAX} characters)")
     sp.add_argument("--yes", action="store_true", help="approve without asking (scripts); the diff is still printed")
+    add_verbose(sp)
     sp.add_argument("version", metavar="VERSION")
     sp.set_defaults(func=cmd_approve)
