@@ -400,12 +400,14 @@ def carry_approvals(
     Approvals may arrive after their version, so export, import and mirror call this also for a
     version the far side already holds, and only these small objects move then. With approver keys
     configured on the receiving side (``dst_source``, else ``source``) an object is written only if
-    it counts there; without, it is carried as it is: every reader verifies it anyway.
+    it counts there; without, it is carried as it is: every reader verifies it anyway. The receiving
+    side's ``prefix`` places it there (a mirror's two stores may use different ones).
     """
     judge = dst_source or source
     version = trusted.manifest.version
     candidates: list[tuple[str, bytes]] = []
     prefix = approvals_prefix(source, version)
+    target = approvals_prefix(judge, version)
     for key in _objects(source, src_store, version, log):
         leaf = key[len(prefix) :]
         if not is_approval_leaf(leaf):
@@ -420,11 +422,11 @@ def carry_approvals(
             log(f"warning: approval object {key} not carried: it is not an OpenPGP clear-signed message")
             continue
         try:
-            existing = dst_store.get_bytes(key, limit=APPROVAL_MAX_BYTES)
+            existing = dst_store.get_bytes(target + leaf, limit=APPROVAL_MAX_BYTES)
         except BundleError:
             existing = None  # unreadable or oversized there: replaced by the verified one
         if existing != data:
-            candidates.append((key, data))
+            candidates.append((target + leaf, data))
     if judge.approver_public_keys and candidates:
         counted, ignored = evaluate(judge, trusted, candidates)
         for key, why in ignored:
