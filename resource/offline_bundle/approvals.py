@@ -221,7 +221,8 @@ def evaluate(
 ) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Verify approval objects in one GnuPG home: {approver fingerprint: object key}, [(key, why ignored)].
 
-    A key's second approval counts once; the first object (by name) stands for it.
+    A key's second approval counts once; the object named after its key stands for it, else the
+    first by name.
     """
     counted: dict[str, str] = {}
     ignored: list[tuple[str, str]] = []
@@ -241,6 +242,9 @@ def evaluate(
                 ignored.append((key, str(e)))
                 continue
             if signer in counted:
+                own = f"/{signer}{APPROVAL_SUFFIX}"
+                if key.endswith(own) and not counted[signer].endswith(own):
+                    counted[signer], key = key, counted[signer]
                 ignored.append((key, f"a second approval by {short(signer)}; counted once"))
             else:
                 counted[signer] = key
