@@ -28,6 +28,7 @@ from tests.support.seaweed import new_bucket_name
 from tests.support.sides import Sides, meta
 
 pytestmark = pytest.mark.integration
+S3_ONLY = ("bucket", "endpoint", "region_name", "access_key_id", "secret_access_key")
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,29 @@ def test_mirror_carries_approvals_added_after_the_version_and_only_those_that_co
         f"demo/1.0.0/approvals/{k.fingerprint}.asc" for k in (ap.a, ap.b)
     )
     assert check(world, far_source)[0] == ["1.0.0"]
+
+
+def test_unpack_and_publish_from_a_bundle_refuse_an_unapproved_version_before_any_payload(world: World) -> None:
+    ap = world.approvers
+    world.put("1.0.0", app="x")
+    ok(world.approve("1.0.0", ap.c))
+    reader = write_yaml(world.tmp / "reader.yml", world.source())
+    want = f"error: version 1.0.0 of bundle demo has 1 of 2 required approvals (by {short(ap.c)}); missing 1"
+    dest = world.tmp / "unpacked"
+    unpack = run_cli("unpack", "--config", reader, "--version", "1.0.0", dest)
+    assert unpack.returncode == 1 and unpack.stdout == ""
+    assert [ln for ln in unpack.stderr.splitlines() if ln.startswith("error:")] == [want]
+    assert not dest.exists() or os.listdir(dest) == []
+    target_bucket = new_bucket_name()
+    world.sides.client().create_bucket(Bucket=target_bucket)
+    target = write_yaml(
+        world.tmp / "target.yml", {k: v for k, v in world.source(bucket=target_bucket).items() if k in S3_ONLY}
+    )
+    publish = run_cli("publish", "--from-config", reader, "--version", "1.0.0", "--target", target)
+    assert publish.returncode == 1
+    assert [ln for ln in publish.stderr.splitlines() if ln.startswith("error:")] == [want]
+    assert "published before the failure" not in publish.stderr
+    assert world.sides.client().list_objects_v2(Bucket=target_bucket).get("Contents", []) == []
 
 
 # --------------------------------------------------------------------------- approvals that do not count
