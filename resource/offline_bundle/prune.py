@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .approvals import approvals_prefix
 from .commit import blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
 from .config import Source
 from .errors import BundleError, ConfigError
@@ -58,6 +59,8 @@ def prune(
     for c in dropped:
         if not dry_run:
             store.delete(commit_key(source, c.version))
+            for obj in list(store.list(approvals_prefix(source, c.version))):  # after the version, as it goes
+                store.delete(obj.key)
         log(f"{act} version {c.version}")
 
     deleted: list[str] = []

@@ -325,6 +325,17 @@ def test_unpack_and_publish_from_a_bundle_refuse_an_unapproved_version_before_an
     assert world.sides.client().list_objects_v2(Bucket=target_bucket).get("Contents", []) == []
 
 
+def test_prune_deletes_the_approvals_of_the_versions_it_deletes(world: World) -> None:
+    ap = world.approvers
+    world.put("1.0.0", app="one")
+    world.put("1.1.0", app="two")
+    for version in ("1.0.0", "1.1.0"):
+        ok(world.approve(version, ap.a))
+    ok(run_cli("prune", "--config", world.approver_config(), "--keep", "1"))
+    assert approval_keys(world, world.bucket, "1.0.0") == []
+    assert approval_keys(world, world.bucket, "1.1.0") == [f"demo/1.1.0/approvals/{ap.a.fingerprint}.asc"]
+
+
 # --------------------------------------------------------------------------- approvals that do not count
 
 
@@ -541,6 +552,8 @@ def test_approve_with_a_wrong_passphrase_says_so_without_printing_it(world: Worl
     )
     assert run.returncode == 1
     assert "wrong passphrase value" not in run.stdout + run.stderr
+    secret_lines = [ln for ln in world.approvers.a.secret_armored.splitlines() if len(ln) >= 16 and "-----" not in ln]
+    assert secret_lines and not any(ln in run.stdout + run.stderr for ln in secret_lines)
     assert re.search(r"^error: .*--key \S+approver_a\.key", run.stderr, re.M), run.stderr
 
 
