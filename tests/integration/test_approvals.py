@@ -580,7 +580,6 @@ def test_diff_shows_a_changed_file_an_added_part_and_a_reused_payload(world: Wor
     assert [ln for ln in lines if ln.startswith("  = lib: ")], text
     signer = world.sides.keys.signer.fingerprint
     assert sum(1 for ln in lines if f"signed by {signer}" in ln) == 2
-    print(text)  # the report quotes a real diff
 
     doc = json.loads(ok(run_cli("diff", "--config", cfg, "--json", "1.0.0", "1.1.0")).stdout)
     assert doc["parts"] == {"added": ["docs"], "removed": [], "changed": ["app"], "unchanged": ["lib"]}
