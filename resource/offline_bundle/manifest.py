@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,11 +128,20 @@ class Manifest:
     def to_json_bytes(self) -> bytes:
         """Compact JSON with a line break before each part and each file entry.
 
-        SPEC §7 asks for one line, but GnuPG cannot clear-sign a line longer than 19,995 characters
+        One line would be simplest, but GnuPG cannot clear-sign a line longer than 19,995 characters
         (it signs the line cut short, with a warning): a manifest of a few hundred files is longer.
         Breaking lines between array elements keeps it valid, compact JSON whose every line is one
-        file entry, far below that limit; readers parse it as any JSON.
+        file entry, far below that limit; readers parse it as any JSON. Built as one list of
+        pieces joined once: a manifest of tens of MiB is not copied over and over.
         """
+        return b"".join(piece.encode("ascii") for piece in self._pieces())
+
+    def encoded_size(self) -> int:
+        """Length of ``to_json_bytes()`` without building it (the put side checks it before uploading)."""
+        return sum(len(piece) for piece in self._pieces())
+
+    def _pieces(self) -> Iterator[str]:
+        """The JSON text in pieces that never span a line break; refuses a line too long to clear-sign."""
         head: dict[str, Any] = {
             "format_version": self.format_version,
             "name": self.name,
@@ -142,24 +152,23 @@ class Manifest:
         if self.created_by:
             head["created_by"] = self.created_by
 
-        def dump(value: Any) -> str:
-            return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+        def line(text: str, what: str) -> str:
+            if len(text) + 1 > MAX_LINE:
+                raise ConfigError(
+                    f"{what} makes a manifest line of {len(text) + 1} characters; OpenPGP clear-signing takes "
+                    f"at most {MAX_LINE} (a path, a link target or a build variable is far too long)"
+                )
+            return text
 
-        parts = []
-        for p in self.parts:
+        yield line(_dump(head)[:-1] + ',"parts":[', "the bundle's name, version or build variables")
+        for i, p in enumerate(self.parts):
             doc = p.to_json()
-            files = doc.pop("files")
-            body = dump(doc)[:-1]  # the part's fields, without the closing brace
-            lines = ",\n".join(dump(f) for f in files)
-            parts.append(body + ',"files":[' + ("\n" + lines + "\n" if files else "") + "]}")
-        text = dump(head)[:-1] + ',"parts":[\n' + ",\n".join(parts) + "\n]}"
-        longest = max(len(line) for line in text.split("\n"))
-        if longest > MAX_LINE:
-            raise ConfigError(
-                f"a manifest line is {longest} characters long; OpenPGP clear-signing takes at most {MAX_LINE} "
-                "(a path or a build variable is far too long)"
-            )
-        return text.encode("ascii")
+            doc.pop("files")
+            yield ("\n" if i == 0 else ",\n") + line(_dump(doc)[:-1] + ',"files":[', f"part {p.name}")
+            for j, f in enumerate(p.files):
+                yield ("\n" if j == 0 else ",\n") + line(_dump(f.to_json()), f"{f.path[:60]!r} in part {p.name}")
+            yield "\n]}" if p.files else "]}"
+        yield "\n]}"
 
     def part(self, name: str) -> Part:
         for p in self.parts:
@@ -176,8 +185,25 @@ class Manifest:
         return sum(p.bytes for p in self.parts)
 
 
+# A path in a part becomes <dest>/<part>/<path> on the far side, and Linux refuses paths over 4,096
+# bytes and names over 255: a path is kept under both with 1 KiB left for the destination folder.
+MAX_PATH_BYTES = 3072
+MAX_NAME_BYTES = 255
+# Control characters break SHA256SUMS lines, terminals and S3 listings (XML 1.0 cannot carry them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+MAX_LINK_HOPS = 40  # as the kernel's own bound on nested symbolic links
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
 def check_member_path(path: object) -> str:
-    """A path inside a part: relative, normalised, UTF-8, no '.'/'..' segments, no NUL."""
+    """A path inside a part: relative, normalised, UTF-8, no '.'/'..' segments, no control characters.
+
+    The put side applies the same check before uploading, so that no committed version holds a
+    name that a get would refuse.
+    """
     if not isinstance(path, str) or not path:
         raise VerificationError(f"unsafe path {path!r}: empty or not a string")
     if path.startswith("/") or "\\" in path or "\x00" in path:
@@ -185,15 +211,28 @@ def check_member_path(path: object) -> str:
     segments = path.split("/")
     if any(seg in ("", ".", "..") for seg in segments):
         raise VerificationError(f"unsafe path {path!r}: it must be normalised and must not contain '..'")
+    if _CONTROL.search(path):
+        raise VerificationError(f"unsafe path {path!r}: it contains a control character (a line break, tab, ...)")
     try:
-        path.encode("utf-8")
+        size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise VerificationError(f"unsafe path {path!r}: not valid UTF-8") from None
+    if size > MAX_PATH_BYTES:
+        raise VerificationError(
+            f"unsafe path {path[:60]!r}...: {size} bytes long, more than {MAX_PATH_BYTES} (the far side could not "
+            "create it below its destination folder)"
+        )
+    if any(len(seg.encode("utf-8")) > MAX_NAME_BYTES for seg in segments):
+        raise VerificationError(f"unsafe path {path[:60]!r}...: a name in it is longer than {MAX_NAME_BYTES} bytes")
     return path
 
 
 def symlink_stays_inside(path: str, target: str) -> bool:
-    """True if a link at ``path`` (relative to the part root) pointing to ``target`` stays in the part."""
+    """True if a link at ``path`` (relative to the part root) pointing to ``target`` stays in the part.
+
+    This judges the text alone; ``resolve_links`` judges where links really lead, through the
+    part's other links.
+    """
     if not target or target.startswith("/") or "\x00" in target:
         return False
     depth = len(path.split("/")) - 1  # folders above the link inside the part
@@ -205,6 +244,70 @@ def symlink_stays_inside(path: str, target: str) -> bool:
         elif seg not in ("", "."):
             depth += 1
     return True
+
+
+def resolve_links(links: Mapping[str, str]) -> dict[str, str | None]:
+    """Where each link of a part leads: a path in the part ('' is its root), or None if it leaves it.
+
+    ``links`` maps each symlink's path in the part to its target. A target is walked as the kernel
+    walks it: from the link's folder, component by component, and a component that is one of the
+    part's links is replaced by where that link leads. So ``up -> ../..`` in a deep folder followed
+    by ``escape -> deep/up/../../etc`` is caught although each text alone stays inside. None for an
+    absolute or empty target, a '..' above the part's root, a loop, or links nested deeper than
+    MAX_LINK_HOPS. A link that leads to a path the part does not hold is not None: it dangles
+    inside the part (the caller decides whether that is acceptable).
+    """
+    done: dict[str, tuple[str | None, int]] = {}
+    busy: set[str] = set()
+
+    def resolve(link: str) -> tuple[str | None, int]:
+        """(where ``link`` leads, how deep its chain of links is)."""
+        if link in done:
+            return done[link]
+        if link in busy:
+            return None, MAX_LINK_HOPS + 1  # a loop
+        busy.add(link)
+        target = links[link]
+        result: tuple[str | None, int] = (None, 1)
+        if target and not target.startswith("/") and "\x00" not in target:
+            stack = link.split("/")[:-1]
+            depth = 1
+            for seg in target.split("/"):
+                if seg in ("", "."):
+                    continue
+                if seg == "..":
+                    if not stack:
+                        break
+                    stack.pop()
+                    continue
+                stack.append(seg)
+                here = "/".join(stack)
+                if here in links:
+                    inner, inner_depth = resolve(here)
+                    depth = max(depth, inner_depth + 1)
+                    if inner is None or depth > MAX_LINK_HOPS:
+                        break
+                    stack = inner.split("/") if inner else []
+            else:
+                result = ("/".join(stack), depth)
+        busy.discard(link)
+        done[link] = result
+        return result
+
+    return {link: resolve(link)[0] for link in links}
+
+
+def check_links(files: Iterable[FileEntry]) -> None:
+    """Refuse a part whose links leave it once the part's own links are followed (``resolve_links``)."""
+    links = {f.path: f.target or "" for f in files if f.type == "symlink"}
+    if not links:
+        return
+    for path, where in resolve_links(links).items():
+        if where is None:
+            raise VerificationError(
+                f"unsafe symlink {path!r} -> {links[path]!r}: it leads outside its part "
+                "(followed through the part's other links) or round a loop"
+            )
 
 
 def _fail(what: str) -> VerificationError:
@@ -303,6 +406,7 @@ def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
         parent = f.path.rpartition("/")[0]
         if parent and kinds.get(parent) != "dir":
             raise _fail(f"{where}: the folder of {f.path!r} is not listed as a dir")
+    check_links(files)
     return Part(name=name, destination=destination, payload=payload, encryption=encryption, files=files)
 
 
