@@ -7,7 +7,6 @@ Extraction trusts nothing in the tar; every entry must be announced by the signe
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import os
@@ -16,10 +15,18 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
+from .confined import BuildDir
 from .errors import ConfigError, VerificationError
-from .manifest import PROBE_BYTES, FileEntry, check_member_path, symlink_stays_inside
+from .manifest import (
+    PROBE_BYTES,
+    FileEntry,
+    check_links,
+    check_member_path,
+    resolve_links,
+    symlink_stays_inside,
+)
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -28,7 +35,12 @@ RECORD = tarfile.RECORDSIZE
 
 @dataclass(slots=True)
 class Entry:
-    """One node to pack: its path in the part, where it is on disk, and what the manifest will say."""
+    """One node to pack: its path in the part, where it is below the build folder, what the manifest will say.
+
+    ``source`` is relative to ``root`` (the build folder) and is only ever opened through
+    ``confined.BuildDir``; ``ident`` (device, inode) is the node that was planned, so a file
+    swapped for another between planning and reading is noticed.
+    """
 
     path: str
     source: str
@@ -39,6 +51,8 @@ class Entry:
     target: str | None = None
     sha256: str | None = None
     probe: str | None = None
+    root: str = ""
+    ident: tuple[int, int] | None = None
 
     def to_file_entry(self) -> FileEntry:
         return FileEntry(
@@ -83,78 +97,113 @@ def _utf8(name: str, where: str) -> str:
     return name
 
 
-def _entry_for(path_in_part: str, source: str, st: os.stat_result, part: str) -> Entry:
+def _entry_for(root: BuildDir, path_in_part: str, source: str, st: os.stat_result, part: str) -> Entry:
     mode = stat.S_IMODE(st.st_mode)
     mtime = int(st.st_mtime)
+    where = f"part {part}"
+    try:
+        check_member_path(path_in_part)
+    except VerificationError as e:
+        raise ConfigError(f"{where}: {e}; a get would refuse it: rename it") from None
+    ident = (st.st_dev, st.st_ino)
     if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(source)
-        _utf8(target, f"part {part}")
+        target = _utf8(root.readlink(source, where), where)
         if not symlink_stays_inside(path_in_part, target):
-            raise ConfigError(f"part {part}: symlink {path_in_part!r} -> {target!r} points outside the part")
-        return Entry(path_in_part, source, "symlink", 0o777, mtime, target=target)
+            raise ConfigError(f"{where}: symlink {path_in_part!r} -> {target!r} points outside the part")
+        return Entry(path_in_part, source, "symlink", 0o777, mtime, target=target, root=root.path, ident=ident)
     if stat.S_ISDIR(st.st_mode):
-        return Entry(path_in_part, source, "dir", mode, mtime)
+        return Entry(path_in_part, source, "dir", mode, mtime, root=root.path, ident=ident)
     if stat.S_ISREG(st.st_mode):
-        return Entry(path_in_part, source, "file", mode, mtime, size=st.st_size)
-    raise ConfigError(f"part {part}: {path_in_part!r} is neither a file, a folder nor a symlink; refused")
+        return Entry(path_in_part, source, "file", mode, mtime, size=st.st_size, root=root.path, ident=ident)
+    raise ConfigError(f"{where}: {path_in_part!r} is neither a file, a folder nor a symlink; refused")
 
 
-def _walk(root: str, prefix: str, part: str, out: dict[str, Entry]) -> None:
-    with os.scandir(root) as it:
-        children = sorted(it, key=lambda d: d.name)
-    for child in children:
-        name = _utf8(child.name, f"part {part}")
-        rel = f"{prefix}{name}"
-        st = child.stat(follow_symlinks=False)
-        entry = _entry_for(rel, child.path, st, part)
-        if rel in out:
-            raise ConfigError(f"part {part}: two matches of its path land on {rel!r}")
-        out[rel] = entry
-        if entry.type == "dir":
-            _walk(child.path, rel + "/", part, out)
+def _check_part_links(entries: dict[str, Entry], part: str) -> None:
+    """Every link must lead to a node the part holds (or its root), following the part's own links.
+
+    A get checks the same (``manifest.check_links``) except for links that dangle inside the part:
+    those it accepts from older writers, but packing one is almost always a mistake (a link to a
+    file that was left out), so it is refused here.
+    """
+    links = {p: e.target or "" for p, e in entries.items() if e.type == "symlink"}
+    if not links:
+        return
+    for path, where in resolve_links(links).items():
+        if where is None:
+            raise ConfigError(
+                f"part {part}: symlink {path!r} -> {links[path]!r} leads outside the part (through the part's "
+                "other links) or round a loop; refused"
+            )
+        if where and where not in entries:
+            raise ConfigError(
+                f"part {part}: symlink {path!r} -> {links[path]!r} leads to {where!r}, which the part does not "
+                "hold; pack its target too, or the file instead of the link"
+            )
 
 
 def plan_part(build_dir: str | Path, name: str, pattern: str, destination: str) -> PartPlan:
-    """Expand the part's glob under ``build_dir`` (SPEC §4) into sorted entries."""
-    base = os.path.abspath(build_dir)
+    """Expand the part's glob under ``build_dir`` into sorted entries, reading nothing outside it.
+
+    A match that is a folder contributes its contents, anything else itself under its base name; a
+    symlink (matched, or met in a folder) is packed as a link, never followed.
+    """
     if os.path.isabs(pattern) or ".." in Path(pattern).parts:
         raise ConfigError(f"part {name}: path {pattern!r} must be relative to the build folder, without '..'")
-    matches = sorted(glob.glob(pattern, root_dir=base, recursive=True, include_hidden=True))
-    if not matches:
-        raise ConfigError(f"part {name}: path {pattern!r} matches nothing in {base}")
+    where = f"part {name}"
     entries: dict[str, Entry] = {}
-    for match in matches:
-        full = os.path.join(base, match)
-        if os.path.isdir(full):  # a matched folder (or a link to one) contributes its contents
-            _walk(full, "", name, entries)
-        else:
-            leaf = _utf8(os.path.basename(match.rstrip("/")), f"part {name}")
-            st = os.stat(full, follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                st = os.stat(full)  # a matched link to a file contributes the file
-            if leaf in entries:
-                raise ConfigError(f"part {name}: two matches of its path land on {leaf!r}")
-            entries[leaf] = _entry_for(leaf, full, st, name)
+    with BuildDir(build_dir) as root:
+        matches = root.glob(pattern, where)
+        if not matches:
+            raise ConfigError(
+                f"part {name}: path {pattern!r} matches nothing in {root.path} (symlinks are not followed)"
+            )
+        for match, st in matches:
+            if stat.S_ISDIR(st.st_mode):  # a matched folder contributes its contents
+                for rel, child in root.walk(match, where):
+                    _utf8(rel, where)
+                    if rel in entries:
+                        raise ConfigError(f"part {name}: two matches of its path land on {rel!r}")
+                    entries[rel] = _entry_for(root, rel, f"{match}/{rel}", child, name)
+            else:
+                leaf = _utf8(match.rpartition("/")[2], where)
+                if leaf in entries:
+                    raise ConfigError(f"part {name}: two matches of its path land on {leaf!r}")
+                entries[leaf] = _entry_for(root, leaf, match, st, name)
+    _check_part_links(entries, name)
     return PartPlan(name=name, destination=destination, entries=[entries[k] for k in sorted(entries)])
+
+
+def _open_entry(e: Entry, root: BuildDir | None = None) -> BinaryIO:
+    """Open a planned file below its build folder without following any link (see ``confined``)."""
+    if root is not None:
+        return root.open_file(e.source, "build folder", same_as=e.ident)
+    with BuildDir(e.root or ".") as own:
+        return own.open_file(e.source, "build folder", same_as=e.ident)
 
 
 def hash_entries(entries: list[Entry]) -> list[Entry]:
     """Entries with ``sha256`` filled by reading the files (used to compare with a committed version)."""
     out = []
-    for e in entries:
-        if e.type == "file":
-            h = hashlib.sha256()
-            with open(e.source, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
-            e = replace(e, sha256=h.hexdigest())
-        out.append(e)
+    roots: dict[str, BuildDir] = {}
+    try:
+        for e in entries:
+            if e.type == "file":
+                root = roots.get(e.root) or roots.setdefault(e.root, BuildDir(e.root or "."))
+                h = hashlib.sha256()
+                with _open_entry(e, root) as f:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+                e = replace(e, sha256=h.hexdigest())
+            out.append(e)
+    finally:
+        for r in roots.values():
+            r.close()
     return out
 
 
-def probe_of(path: str) -> str:
-    """SHA-256 of a file's first PROBE_BYTES (see manifest.PROBE_BYTES)."""
-    with open(path, "rb") as f:
+def probe_of(e: Entry) -> str:
+    """SHA-256 of a planned file's first PROBE_BYTES (see manifest.PROBE_BYTES)."""
+    with _open_entry(e) as f:
         return hashlib.sha256(f.read(PROBE_BYTES)).hexdigest()
 
 
@@ -256,6 +305,14 @@ class TarStream(io.RawIOBase):
         return True
 
     def _generate(self) -> Iterator[bytes]:
+        roots: dict[str, BuildDir] = {}
+        try:
+            yield from self._produce(roots)
+        finally:
+            for r in roots.values():
+                r.close()
+
+    def _produce(self, roots: dict[str, BuildDir]) -> Iterator[bytes]:
         written = 0
         for e in self._entries:
             header = _header(e)
@@ -265,7 +322,8 @@ class TarStream(io.RawIOBase):
                 continue
             h = hashlib.sha256()
             remaining = e.size
-            with open(e.source, "rb") as f:
+            root = roots.get(e.root) or roots.setdefault(e.root, BuildDir(e.root or "."))
+            with _open_entry(e, root) as f:
                 while remaining > 0:
                     chunk = f.read(min(CHUNK, remaining))
                     if not chunk:
@@ -381,11 +439,16 @@ def extract_part(
     """Extract the tar in ``stream`` into ``dest`` (None: only check), admitting exactly ``expected``.
 
     Every entry must be listed in the signed manifest with the same type, mode, size and SHA-256,
-    at most once; links may not escape; no entry may pass through a symlink. The caller removes
+    at most once; links may not lead out of the part, judged through the part's own links; no entry
+    may pass through a symlink. The caller removes
     ``dest`` on any error. ``sink``, when given, also receives each regular file's bytes (see
     ``FileSink``): a streaming consumer such as ``publish --from-config`` needs no disk.
     """
     want = {f.path: f for f in expected}
+    try:  # the manifest parser checked this too; a caller with entries from elsewhere gets no less
+        check_links(expected)
+    except VerificationError as e:
+        raise VerificationError(f"part {part}: {e}") from None
     seen: set[str] = set()
     dirs: list[FileEntry] = []
     written = 0

@@ -7,6 +7,7 @@ hashed and uploaded part by part, and the commit object goes up last.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from . import crypto
 from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part, probe_of
 from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys, write_commit
 from .config import BuildInfo, OutParams, Source
+from .confined import BuildDir
 from .errors import BundleError, ConfigError, StoreError, VerificationError
-from .manifest import Encryption, Manifest, Part, Payload
-from .names import check_name
+from .manifest import PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
+from .names import MAX_NAME_LENGTH, is_valid_name
 from .progress import Progress
-from .store import Store
+from .store import COMMIT_MAX_BYTES, MiB, Store
 from .versions import order
 
 Log = Callable[[str], None]
@@ -36,18 +38,46 @@ class PutResult:
     unchanged: bool
 
 
+VERSION_FILE_MAX_BYTES = 4096  # a version is at most 200 characters; more is not a version file
+
+
 def resolve_version(params: OutParams, build_dir: str) -> str:
     if params.version is not None:
         return params.version
     if params.version_file is not None:
-        path = os.path.join(build_dir, params.version_file)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read().strip()
-        except OSError as e:
-            raise ConfigError(f"params.version_file {params.version_file!r} cannot be read: {e.strerror}") from None
-        return check_name(text, f"the version in {params.version_file}")
+        return _version_from_file(params.version_file, build_dir)
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _version_from_file(name: str, build_dir: str) -> str:
+    """The version held by ``name`` below the build folder, read without following a link.
+
+    The file may be anything an earlier step left (a token by mistake): its content is never
+    put into a message, and it is never read from outside the build folder.
+    """
+    what = f"params.version_file {name!r}"
+    if os.path.isabs(name) or ".." in name.split("/"):
+        raise ConfigError(f"{what} must be a path inside the build folder, relative and without '..'")
+    with BuildDir(build_dir) as root:
+        st = root.lstat(name, what)
+        if st is None:
+            raise ConfigError(f"{what} does not exist in the build folder")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} is not a regular file (a symlink is not followed); name the file itself")
+        with root.open_file(name, what, same_as=(st.st_dev, st.st_ino)) as f:
+            data = f.read(VERSION_FILE_MAX_BYTES + 1)
+    if len(data) > VERSION_FILE_MAX_BYTES:
+        raise ConfigError(f"{what} is larger than {VERSION_FILE_MAX_BYTES} bytes; it should hold only the version")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} is not UTF-8 text; it should hold only the version") from None
+    if not is_valid_name(text):
+        raise ConfigError(
+            f"{what} does not hold a valid version (content not shown): a version matches "
+            f"[A-Za-z0-9][A-Za-z0-9._+-]*, contains no '..' and has at most {MAX_NAME_LENGTH} characters"
+        )
+    return text
 
 
 def _now() -> str:
@@ -72,7 +102,7 @@ def _same_files(plan: PartPlan, part: Part) -> bool:
     """Same paths, types, modes and bytes; hashes the local files (once per plan) only when the shape matches."""
     if _plan_shape(plan) != _part_shape(part):
         return False
-    sources = {e.path: e.source for e in plan.entries}
+    sources = {e.path: e for e in plan.entries}
     for f in part.files:  # a few KiB per file tell most changes apart before any file is read whole
         if f.probe is not None:
             if f.path not in plan.probes:
@@ -82,6 +112,63 @@ def _same_files(plan: PartPlan, part: Part) -> bool:
     if plan.hashes is None:
         plan.hashes = {e.path: e.sha256 for e in hash_entries(plan.entries) if e.sha256}
     return all(f.type != "file" or plan.hashes.get(f.path) == f.sha256 for f in part.files)
+
+
+SIGNATURE_ALLOWANCE = 64 * 1024  # the clear-signing header and the armoured signature, with room to spare
+_PLACEHOLDER_SHA = "f" * 64
+
+
+def manifest_size_bound(
+    plans: list[PartPlan], encryption: Encryption, source: Source, version: str, build: BuildInfo
+) -> tuple[int, int]:
+    """(an upper bound of the manifest's size in bytes, its file entries), from the plan alone.
+
+    Every path, mode and link target is known before anything is read; the hashes, probes,
+    payload sizes and keys are counted at their longest. Raises, as the real manifest would, when
+    a line is too long to clear-sign.
+    """
+    parts = tuple(
+        Part(
+            plan.name,
+            plan.destination,
+            Payload(blobs_prefix(source) + _PLACEHOLDER_SHA, 10**18, _PLACEHOLDER_SHA),
+            encryption,
+            tuple(
+                FileEntry(
+                    e.path,
+                    e.type,
+                    e.mode,
+                    e.mtime,
+                    e.size,
+                    _PLACEHOLDER_SHA if e.type == "file" else None,
+                    e.target,
+                    _PLACEHOLDER_SHA if e.type == "file" and e.size > PROBE_BYTES else None,
+                )
+                for e in plan.entries
+            ),
+        )
+        for plan in plans
+    )
+    manifest = Manifest(name=source.name, version=version, created_at=_now(), parts=parts, created_by=build.values)
+    return manifest.encoded_size(), manifest.file_count
+
+
+def check_commit_fits(
+    plans: list[PartPlan], encryption: Encryption, source: Source, version: str, build: BuildInfo
+) -> None:
+    """Refuse, before anything is uploaded, a bundle whose commit object no get could read.
+
+    The commit object is the manifest plus a signature; a get reads it whole and refuses one over
+    COMMIT_MAX_BYTES, so a put that committed it would publish a version nobody can fetch.
+    """
+    manifest_bytes, files = manifest_size_bound(plans, encryption, source, version, build)
+    size = manifest_bytes + SIGNATURE_ALLOWANCE
+    if size > COMMIT_MAX_BYTES:
+        raise ConfigError(
+            f"the bundle lists {files} files and folders: its signed manifest would be about {size / MiB:.0f} MiB, "
+            f"more than the {COMMIT_MAX_BYTES // MiB} MiB a get reads; pack fewer files (e.g. tar many small files "
+            "into one archive and pack that), or shorter paths"
+        )
 
 
 class Packer:
@@ -105,6 +192,7 @@ class Packer:
             passphrase=source.encryption_passphrase is not None,
             compression=source.compression,
         )
+        check_commit_fits(plans, encryption, source, version, build)
         keys = trusted_keys(source)
         if source.signing_private_key:
             # Prove the key and its passphrase sign before gigabytes move, not after.
