@@ -225,9 +225,25 @@ def clearsign(data: bytes, secret_armored: str, passphrase: str | None) -> tuple
                 raise CryptoError("source.signing_private_key is protected: set signing_private_key_passphrase")
             raise CryptoError(f"signing failed: {_human_errors(result.stderr)}")
         signed = bytes(result.data)
-        if "longer than" in result.stderr or _signed_text(signed) != data.rstrip(b"\n"):
+        if "longer than" in result.stderr or not _carries(signed, data.rstrip(b"\n")):
             raise CryptoError("gpg did not sign the manifest whole (a line too long for clear-signing?)")
         return signed, info.fingerprint
+
+
+def _carries(message: bytes, text: bytes) -> bool:
+    """Whether clear-signed ``message`` carries ``text`` exactly.
+
+    A manifest can be tens of MiB: the common case (no dash-escaped line, no CRLF) is compared in
+    place; taking the message apart line by line made five copies of it (400 MiB for 60 MB).
+    """
+    start = message.find(b"\n\n")
+    end = message.find(b"\n-----BEGIN PGP SIGNATURE-----", start + 1)
+    if not message.startswith(SIGNED_HEADER) or start < 0 or end < 0:
+        return False
+    plain = message.find(b"\r\n", start, end) < 0 and message.find(b"\n- ", start, end) < 0
+    if plain and not message.startswith(b"- ", start + 2):
+        return memoryview(message)[start + 2 : end] == text
+    return _signed_text(message) == text
 
 
 def _signed_text(message: bytes) -> bytes | None:
