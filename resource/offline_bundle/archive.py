@@ -102,7 +102,7 @@ def _entry_for(root: BuildDir, path_in_part: str, source: str, st: os.stat_resul
     mtime = int(st.st_mtime)
     where = f"part {part}"
     try:
-        check_member_path(path_in_part)
+        check_member_path(path_in_part, "path")
     except VerificationError as e:
         raise ConfigError(f"{where}: {e}; a get would refuse it: rename it") from None
     ident = (st.st_dev, st.st_ino)

@@ -198,32 +198,32 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
 
 
-def check_member_path(path: object) -> str:
+def check_member_path(path: object, what: str = "unsafe path") -> str:
     """A path inside a part: relative, normalised, UTF-8, no '.'/'..' segments, no control characters.
 
     The put side applies the same check before uploading, so that no committed version holds a
     name that a get would refuse.
     """
     if not isinstance(path, str) or not path:
-        raise VerificationError(f"unsafe path {path!r}: empty or not a string")
+        raise VerificationError(f"{what} {path!r}: empty or not a string")
     if path.startswith("/") or "\\" in path or "\x00" in path:
-        raise VerificationError(f"unsafe path {path!r}: absolute or with a backslash or NUL")
+        raise VerificationError(f"{what} {path!r}: absolute or with a backslash or NUL")
     segments = path.split("/")
     if any(seg in ("", ".", "..") for seg in segments):
-        raise VerificationError(f"unsafe path {path!r}: it must be normalised and must not contain '..'")
+        raise VerificationError(f"{what} {path!r}: it must be normalised and must not contain '..'")
     if _CONTROL.search(path):
-        raise VerificationError(f"unsafe path {path!r}: it contains a control character (a line break, tab, ...)")
+        raise VerificationError(f"{what} {path!r}: it contains a control character (a line break, tab, ...)")
     try:
         size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
-        raise VerificationError(f"unsafe path {path!r}: not valid UTF-8") from None
+        raise VerificationError(f"{what} {path!r}: not valid UTF-8") from None
     if size > MAX_PATH_BYTES:
         raise VerificationError(
-            f"unsafe path {path[:60]!r}...: {size} bytes long, more than {MAX_PATH_BYTES} (the far side could not "
+            f"{what} {path[:60]!r}...: {size} bytes long, more than {MAX_PATH_BYTES} (the far side could not "
             "create it below its destination folder)"
         )
     if any(len(seg.encode("utf-8")) > MAX_NAME_BYTES for seg in segments):
-        raise VerificationError(f"unsafe path {path[:60]!r}...: a name in it is longer than {MAX_NAME_BYTES} bytes")
+        raise VerificationError(f"{what} {path[:60]!r}...: a name in it is longer than {MAX_NAME_BYTES} bytes")
     return path
 
 

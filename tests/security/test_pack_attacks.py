@@ -8,6 +8,7 @@ special files; a planted "secret" outside the build folder must never reach a ta
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import signal
@@ -25,6 +26,9 @@ from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
 from offline_bundle.errors import BundleError, ConfigError
 from offline_bundle.manifest import MAX_PATH_BYTES, PROBE_BYTES, Encryption, Manifest, Part, Payload
 from offline_bundle.pack import check_commit_fits, manifest_size_bound, resolve_version
+from tests.support.gpgkeys import GpgKeys
+from tests.support.seaweed import SeaweedServer
+from tests.support.sides import Sides, assert_clean_failure
 
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for the bundle"
 
@@ -53,6 +57,21 @@ def tar_bytes(build: Path, pattern: str) -> bytes:
 
 def paths(build: Path, pattern: str) -> list[str]:
     return [e.path for e in plan_part(build, "p", pattern, "p/").entries]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*", "**", "**/*.tgz", "a/**", "a/**/", "a/**/c", "*/", "a/*/", ".h/**/.*", "a/b", "a/b/", "x", "*/*/*",
+     "**/c/*", "a/**/*.tgz", "[ab]/*", "a/?/c"],
+)  # fmt: skip
+def test_without_links_the_confined_glob_matches_what_glob_matches(build: Path, pattern: str) -> None:
+    for folder in ("a/b/c", ".h/x", "d"):
+        (build / folder).mkdir(parents=True)
+    for file in ("a/f.tgz", "a/b/g.tgz", "a/b/c/h.txt", ".h/x/.k", "d/e", "top.tgz"):
+        (build / file).write_text(file)
+    expected = glob.glob(pattern, root_dir=build, recursive=True, include_hidden=True)
+    with confined.BuildDir(build) as root:
+        assert [m for m, _ in root.glob(pattern)] == sorted({m.rstrip("/") for m in expected} - {""})
 
 
 # ------------------------------------------------------------------------------- links that escape
@@ -414,3 +433,87 @@ def test_the_manifest_estimate_bounds_the_real_manifest_and_too_large_is_refused
 def test_errors_are_bundle_errors(build: Path) -> None:
     """Every refusal above is a user-caused failure: exit 1 with one line, never 'internal error'."""
     assert issubclass(confined.BuildDirError, BundleError)
+
+
+# ------------------------------------------------------------ through assets/out, as Concourse runs it
+
+
+@pytest.fixture
+def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
+    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
+
+
+def assert_nothing_uploaded(sides: Sides) -> None:
+    assert sides.keys_under("") == [], "out wrote to the bucket before refusing"
+
+
+@pytest.mark.integration
+def test_out_refuses_a_name_in_would_refuse_before_uploading(sides: Sides, build: Path) -> None:
+    (build / "dist").mkdir()
+    (build / "dist" / "ok.txt").write_text("fine")
+    (build / "dist" / "win\\path.txt").write_text("refused by every get")
+    proc = sides.out(build, {"parts": [{"name": "p", "path": "dist"}], "version": "1"})
+    assert_clean_failure(proc, "a get would refuse it")
+    assert proc.returncode == 1
+    assert_nothing_uploaded(sides)
+
+
+@pytest.mark.integration
+def test_out_refuses_a_manifest_too_large_for_any_get_before_uploading(sides: Sides, build: Path) -> None:
+    """7,600 files with 3,000-byte paths of 'é' (six characters each in the JSON): about 66 MiB of manifest."""
+    folder = build.joinpath("dist", *(f"{i:02d}" + "é" * 125 for i in range(11)))
+    folder.mkdir(parents=True)
+    for i in range(7600):
+        (folder / (f"{i:05d}" + "é" * 120)).write_bytes(b"")
+    proc = sides.out(build, {"parts": [{"name": "p", "path": "dist"}], "version": "1"})
+    assert_clean_failure(proc, "lists 7611 files and folders")
+    assert "pack fewer files" in proc.stderr
+    assert_nothing_uploaded(sides)
+
+
+@pytest.mark.integration
+def test_out_never_packs_a_file_outside_the_build_folder(sides: Sides, build: Path, outside: Path) -> None:
+    (build / "dist").mkdir()
+    (build / "dist" / "app.tgz").write_bytes(b"app")
+    os.symlink(outside / "id_rsa", build / "dist" / "id_rsa")
+    proc = sides.out(build, {"parts": [{"name": "p", "path": "dist/*"}], "version": "1"})
+    assert_clean_failure(proc, "'id_rsa' -> ")
+    assert_nothing_uploaded(sides)
+    os.unlink(build / "dist" / "id_rsa")
+    os.symlink(outside, build / "linked")
+    proc = sides.out(build, {"parts": [{"name": "p", "path": "linked/*"}], "version": "1"})
+    assert_clean_failure(proc, "'linked' is a symlink where the path needs a folder")
+    assert_nothing_uploaded(sides)
+
+
+@pytest.mark.integration
+def test_out_refuses_a_version_file_outside_without_showing_it(sides: Sides, build: Path, tmp_path: Path) -> None:
+    (build / "dist").mkdir()
+    (build / "dist" / "a").write_text("a")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "token").write_text(TOKEN)
+    os.symlink(tmp_path / "x" / "token", build / "number")
+    for version_file in ("../x/token", "number"):
+        proc = sides.out(build, {"parts": [{"name": "p", "path": "dist"}], "version_file": version_file})
+        assert_clean_failure(proc, f"params.version_file {version_file!r}")
+        assert "s3cr3t" not in proc.stderr
+    assert_nothing_uploaded(sides)
+
+
+@pytest.mark.integration
+def test_links_inside_the_part_round_trip_through_out_and_in(sides: Sides, build: Path, tmp_path: Path) -> None:
+    part = build / "dist"
+    (part / "real").mkdir(parents=True)
+    (part / "real" / "f").write_bytes(b"data")
+    os.link(part / "real" / "f", part / "hard")
+    os.symlink("real", part / "l1")
+    os.symlink("l1", part / "l2")
+    os.symlink("l2/f", part / "chain")
+    os.symlink("../l2", part / "real" / "back")
+    sides.put(build, {"parts": [{"name": "p", "path": "dist"}], "version": "1"})
+    dest = tmp_path / "dest"
+    sides.get("1", dest)
+    got = dest / "p"
+    assert (got / "chain").read_bytes() == (got / "hard").read_bytes() == b"data"
+    assert os.readlink(got / "l2") == "l1" and not (got / "hard").is_symlink()
+    assert os.path.realpath(got / "real" / "back") == str(got / "real")
