@@ -20,6 +20,7 @@ from typing import BinaryIO, Protocol
 from .confined import BuildDir
 from .errors import ConfigError, VerificationError
 from .manifest import (
+    MAX_LINK_HOPS,
     PROBE_BYTES,
     FileEntry,
     check_links,
@@ -132,7 +133,7 @@ def _check_part_links(entries: dict[str, Entry], part: str) -> None:
         if where is None:
             raise ConfigError(
                 f"part {part}: symlink {path!r} -> {links[path]!r} leads outside the part (through the part's "
-                "other links) or round a loop; refused"
+                f"other links), or round a loop (more than {MAX_LINK_HOPS} links); refused"
             )
         if where and where not in entries:
             raise ConfigError(

@@ -260,15 +260,23 @@ def resolve_links(links: Mapping[str, str]) -> dict[str, str | None]:
     done: dict[str, tuple[str | None, int]] = {}
     busy: set[str] = set()
 
-    def resolve(link: str) -> tuple[str | None, int]:
-        """(where ``link`` leads, how deep its chain of links is)."""
+    def resolve(link: str, level: int) -> tuple[str | None, int, bool]:
+        """(where ``link`` leads, how deep its chain of links is, whether the walk was cut short).
+
+        ``level`` is how many links led here: the walk stops at the bound instead of recursing
+        down a chain of thousands, and a result cut short is not remembered (from a shallower
+        start the same link may well resolve).
+        """
         if link in done:
-            return done[link]
+            return (*done[link], False)
         if link in busy:
-            return None, MAX_LINK_HOPS + 1  # a loop
+            return None, MAX_LINK_HOPS + 1, False  # a loop
+        if level > MAX_LINK_HOPS:
+            return None, MAX_LINK_HOPS + 1, True
         busy.add(link)
         target = links[link]
         result: tuple[str | None, int] = (None, 1)
+        cut = False
         if target and not target.startswith("/") and "\x00" not in target:
             stack = link.split("/")[:-1]
             depth = 1
@@ -283,7 +291,8 @@ def resolve_links(links: Mapping[str, str]) -> dict[str, str | None]:
                 stack.append(seg)
                 here = "/".join(stack)
                 if here in links:
-                    inner, inner_depth = resolve(here)
+                    inner, inner_depth, inner_cut = resolve(here, level + 1)
+                    cut = cut or inner_cut
                     depth = max(depth, inner_depth + 1)
                     if inner is None or depth > MAX_LINK_HOPS:
                         break
@@ -291,10 +300,11 @@ def resolve_links(links: Mapping[str, str]) -> dict[str, str | None]:
             else:
                 result = ("/".join(stack), depth)
         busy.discard(link)
-        done[link] = result
-        return result
+        if not cut:
+            done[link] = result
+        return (*result, cut)
 
-    return {link: resolve(link)[0] for link in links}
+    return {link: resolve(link, 1)[0] for link in links}
 
 
 def check_links(files: Iterable[FileEntry]) -> None:
@@ -306,7 +316,7 @@ def check_links(files: Iterable[FileEntry]) -> None:
         if where is None:
             raise VerificationError(
                 f"unsafe symlink {path!r} -> {links[path]!r}: it leads outside its part "
-                "(followed through the part's other links) or round a loop"
+                f"(followed through the part's other links), or round a loop (more than {MAX_LINK_HOPS} links)"
             )
 
 

@@ -123,6 +123,16 @@ def test_a_long_chain_is_cut_at_the_kernel_bound() -> None:
     where = resolve_links(chain)
     assert where["l0"] is None  # 61 nested links: the kernel would say ELOOP
     assert where["l30"] == "f"
+    assert where["l21"] == "f"  # 40 links: just within the bound, whatever was resolved before
+    assert where["l20"] is None
+
+
+def test_a_chain_of_thousands_of_links_is_refused_not_a_crash() -> None:
+    """A forged manifest must not drive the resolver into Python's recursion limit (exit 2)."""
+    chain = {f"l{i:05d}": f"l{i + 1:05d}" for i in range(5000)} | {"l05000": "f"}
+    _, files = forged_links(chain)
+    with pytest.raises(VerificationError, match="round a loop"):
+        parse_manifest(manifest_doc([*files, file_entry("f", b"")]))
 
 
 # ---------------------------------------------------------------------------------- the parser
