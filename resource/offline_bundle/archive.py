@@ -148,8 +148,10 @@ def plan_part(build_dir: str | Path, name: str, pattern: str, destination: str) 
     A match that is a folder contributes its contents, anything else itself under its base name; a
     symlink (matched, or met in a folder) is packed as a link, never followed.
     """
-    if os.path.isabs(pattern) or ".." in Path(pattern).parts:
-        raise ConfigError(f"part {name}: path {pattern!r} must be relative to the build folder, without '..'")
+    if os.path.isabs(pattern) or ".." in Path(pattern).parts or "\x00" in pattern:
+        raise ConfigError(
+            f"part {name}: path {pattern!r} must be relative to the build folder, without '..' (or a NUL)"
+        )
     where = f"part {name}"
     entries: dict[str, Entry] = {}
     with BuildDir(build_dir) as root:

@@ -56,7 +56,7 @@ def _version_from_file(name: str, build_dir: str) -> str:
     put into a message, and it is never read from outside the build folder.
     """
     what = f"params.version_file {name!r}"
-    if os.path.isabs(name) or ".." in name.split("/"):
+    if os.path.isabs(name) or ".." in name.split("/") or "\x00" in name:
         raise ConfigError(f"{what} must be a path inside the build folder, relative and without '..'")
     with BuildDir(build_dir) as root:
         st = root.lstat(name, what)

@@ -384,6 +384,14 @@ def test_a_version_file_outside_or_not_a_version_is_refused_without_its_content(
     assert where in str(e.value)
 
 
+def test_a_nul_in_a_part_path_or_version_file_is_a_refusal_not_a_crash(build: Path) -> None:
+    with pytest.raises(ConfigError, match="without '..'"):
+        plan_part(build, "p", "dist/\x00x", "p/")
+    params = OutParams(parts=(PartSpec("p", "dist", "p/"),), version_file="num\x00ber")
+    with pytest.raises(ConfigError, match="without '..'"):
+        resolve_version(params, str(build))
+
+
 def test_a_version_file_inside_is_read(build: Path) -> None:
     (build / "version").mkdir()
     (build / "version" / "number").write_text("1.2.3\n")
