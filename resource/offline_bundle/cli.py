@@ -69,8 +69,8 @@ def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
         )
     for key in SOURCE_KEYS:
         value = env.get(ENV_PREFIX + key.upper())
-        if value is None:
-            continue
+        if value is None or value == "":
+            continue  # an empty variable is an unset one, as an empty source value is an absent one
         if key in (
             "use_path_style",
             "disable_ssl",

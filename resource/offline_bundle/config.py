@@ -152,22 +152,54 @@ def _check_keys(where: str, given: dict[str, Any], valid: tuple[str, ...]) -> No
 
 
 def split_armored(text: str, header: str) -> list[str]:
-    """Split a text holding several armoured blocks (one env variable, say) into one per block."""
+    """Every armoured block of one kind inside ``text``: lines around them (``fingerprint: ...``
+    before a key saved from a terminal, comments) never matter, and one string may hold several."""
     footer = header.replace("BEGIN", "END")
     return [m.group(0) for m in re.finditer(re.escape(header) + ".*?" + re.escape(footer), text, re.DOTALL)]
 
 
-def _check_armored(where: str, key: str, value: str, *, secret: bool) -> str:
-    text = value.strip()
-    want, other = (SECRET_KEY_HEADER, PUBLIC_KEY_HEADER) if secret else (PUBLIC_KEY_HEADER, SECRET_KEY_HEADER)
-    if text.startswith(other):
-        kind = "a secret key" if secret is False else "a public key"
-        expected = "an ASCII-armoured secret key" if secret else "an ASCII-armoured public key"
-        raise ConfigError(f"{where}.{key} holds {kind}; expected {expected}")
-    if not text.startswith(want) or "-----END PGP" not in text:
-        what = "secret" if secret else "public"
-        raise ConfigError(f"{where}.{key} is not an ASCII-armoured OpenPGP {what} key (no {want} line)")
-    return text + "\n"
+def _not_armored(where: str, key: str, text: str, *, secret: bool) -> ConfigError:
+    want = SECRET_KEY_HEADER if secret else PUBLIC_KEY_HEADER
+    what = "secret" if secret else "public"
+    if want in text:
+        footer = want.replace("BEGIN", "END")
+        return ConfigError(f"{where}.{key} is cut short: no {footer} line after its {want} line")
+    return ConfigError(f"{where}.{key} is not an ASCII-armoured OpenPGP {what} key (no {want} line)")
+
+
+def _public_keys(where: str, key: str, text: str) -> list[str]:
+    """The public key blocks in one value; a secret key here is refused, never imported."""
+    if SECRET_KEY_HEADER in text:
+        raise ConfigError(f"{where}.{key} holds a secret key; expected an ASCII-armoured public key")
+    blocks = split_armored(text, PUBLIC_KEY_HEADER)
+    if not blocks:
+        raise _not_armored(where, key, text, secret=False)
+    return [b + "\n" for b in blocks]
+
+
+def _secret_key(where: str, key: str, text: str) -> str:
+    blocks = split_armored(text, SECRET_KEY_HEADER)
+    if not blocks:
+        if PUBLIC_KEY_HEADER in text and SECRET_KEY_HEADER not in text:
+            raise ConfigError(f"{where}.{key} holds a public key; expected an ASCII-armoured secret key")
+        raise _not_armored(where, key, text, secret=True)
+    if len(blocks) > 1:
+        raise ConfigError(f"{where}.{key} holds {len(blocks)} secret key blocks; give exactly one")
+    return blocks[0] + "\n"
+
+
+# Passphrases may be made of blanks; any other value that is only white space counts as empty.
+_VERBATIM_KEYS = {"encryption_passphrase", "signing_private_key_passphrase", "decryption_private_key_passphrase"}
+
+
+def is_empty(key: str, value: Any) -> bool:
+    """Null and the empty string mean absent: credential managers cannot store null, and an unset
+    ``((var))`` arrives as ``""``."""
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    return value == "" if key in _VERBATIM_KEYS else not value.strip()
 
 
 def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> Source:
@@ -179,31 +211,37 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
     for key in required:
         if key not in raw or raw[key] is None:
             raise ConfigError(f"{where}.{key} is required")
+        if is_empty(key, raw[key]):
+            raise ConfigError(f"{where}.{key} is required and is empty (an unset ((var))?)")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if value is None:
-            continue  # a null is the same as absent: YAML templates often leave ((vars)) empty
+        if is_empty(key, value) or (key in _LIST_KEYS and value == []):
+            continue
         if key in _BOOL_KEYS:
             values[key] = _want_bool(where, key, value)
         elif key in _LIST_KEYS:
             if isinstance(value, str):
-                value = split_armored(value, PUBLIC_KEY_HEADER) or [value]
+                value = [value]
             if not isinstance(value, list):
                 raise ConfigError(f"{where}.{key} must be a list of armoured public keys")
             keys = []
             for i, item in enumerate(value):
-                item = _want_string(where, f"{key}[{i}]", item)
-                keys.append(_check_armored(where, f"{key}[{i}]", item, secret=False))
+                item_key = f"{key}[{i}]" if len(value) > 1 or not isinstance(raw[key], str) else key
+                if is_empty(key, item):
+                    raise ConfigError(
+                        f"{where}.{item_key} is empty (an unset ((var))?): give the key or remove the item"
+                    )
+                keys += _public_keys(where, item_key, _want_string(where, item_key, item))
             values[key] = tuple(keys)
         elif key in ("signing_private_key", "decryption_private_key"):
-            values[key] = _check_armored(where, key, _want_string(where, key, value), secret=True)
+            values[key] = _secret_key(where, key, _want_string(where, key, value))
         elif key == "prefix":
             values[key] = _want_string(where, key, value, allow_empty=True)
         elif key == "required_approvals":
             if value != "":  # an unset ((var)) arrives as "": absent
                 values[key] = _want_count(where, key, value)
         else:
-            values[key] = _want_string(where, key, value)
+            values[key] = _want_string(where, key, value, allow_empty=key in _VERBATIM_KEYS)
     if not s3_only:
         check_name(values["name"], f"{where}.name")
     else:
@@ -273,6 +311,7 @@ def parse_out_params(raw: Any) -> OutParams:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a map, not a {_type_name(raw)}")
     _check_keys(where, raw, OUT_PARAM_KEYS)
+    raw = {k: v for k, v in raw.items() if not is_empty(k, v)}
     parts_raw = raw.get("parts")
     if not isinstance(parts_raw, list) or not parts_raw:
         raise ConfigError(f"{where}.parts is required: a non-empty list of {{name, path, destination?}}")
@@ -284,13 +323,14 @@ def parse_out_params(raw: Any) -> OutParams:
             raise ConfigError(f"{w} must be a map with name and path")
         _check_keys(w, item, PART_KEYS)
         for key in ("name", "path"):
-            if key not in item:
+            if is_empty(key, item.get(key)):
                 raise ConfigError(f"{w}.{key} is required")
         name = check_part_name(_want_string(w, "name", item["name"]))
         if name in seen:
             raise ConfigError(f"{w}.name {name!r} is used by two parts")
         seen.add(name)
         path = _want_string(w, "path", item["path"])
+        # The one value where "" is not "absent": the empty key prefix publishes at the target's root.
         destination = item.get("destination")
         if destination is None:
             destination = name + "/"
@@ -319,6 +359,7 @@ def parse_in_params(raw: Any) -> InParams:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a map, not a {_type_name(raw)}")
     _check_keys(where, raw, IN_PARAM_KEYS)
+    raw = {k: v for k, v in raw.items() if not is_empty(k, v)}
     parts = raw.get("parts")
     if parts is not None:
         if not isinstance(parts, list) or not parts:

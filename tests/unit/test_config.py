@@ -48,7 +48,8 @@ def test_unknown_key_is_named_with_the_valid_ones() -> None:
     [
         ("allow_unsigned", "yes", "must be true or false"),
         ("bucket", 7, "must be a string"),
-        ("name", "", "must not be empty"),
+        ("name", "", r"source.name is required and is empty"),
+        ("bucket", "  ", r"source.bucket is required and is empty"),
         ("name", "a/b", "is not valid"),
         ("name", "a..b", "is not valid"),
         ("trusted_public_keys", 3, "must be a list"),
@@ -122,3 +123,109 @@ def test_in_params() -> None:
         parse_in_params({"part": ["a"]})
     with pytest.raises(ConfigError, match="non-empty list"):
         parse_in_params({"parts": "a"})
+
+
+# ------------------------------------------------------------------------------ empty means absent
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "prefix",
+        "endpoint",
+        "region_name",
+        "session_token",
+        "use_path_style",
+        "disable_ssl",
+        "skip_ssl_verification",
+        "ca_bundle",
+        "recipient_public_keys",
+        "encryption_passphrase",
+        "allow_unencrypted",
+        "compression",
+        "signing_private_key",
+        "signing_private_key_passphrase",
+        "decryption_private_key",
+        "decryption_private_key_passphrase",
+        "trusted_public_keys",
+        "allow_unsigned",
+        "version_order",
+    ],
+)
+def test_an_empty_source_value_is_absent(key: str) -> None:
+    assert parse_source({**BASE, key: ""}) == parse_source(BASE)
+    assert parse_source({**BASE, key: None}) == parse_source(BASE)
+
+
+def test_empty_credentials_are_absent_as_a_pair() -> None:
+    assert parse_source({**BASE, "access_key_id": "", "secret_access_key": ""}) == parse_source(BASE)
+
+
+def test_a_blank_passphrase_is_a_value_other_blanks_are_absent() -> None:
+    assert parse_source({**BASE, "encryption_passphrase": "  "}).encryption_passphrase == "  "
+    assert parse_source({**BASE, "endpoint": " \n"}).endpoint is None
+
+
+def test_an_empty_list_of_keys_is_absent_an_empty_item_is_named() -> None:
+    assert parse_source({**BASE, "trusted_public_keys": []}).trusted_public_keys == ()
+    with pytest.raises(ConfigError, match=r"source.trusted_public_keys\[1\] is empty \(an unset \(\(var\)\)\?\)"):
+        parse_source({**BASE, "trusted_public_keys": [PUB, ""]})
+    with pytest.raises(ConfigError, match=r"source.recipient_public_keys\[0\] is empty"):
+        parse_source({**BASE, "recipient_public_keys": [None]})
+
+
+def test_empty_params_are_absent() -> None:
+    parts = [{"name": "a", "path": "x"}]
+    p = parse_out_params({"parts": parts, "version": "", "version_file": "", "overwrite": ""})
+    assert (p.version, p.version_file, p.overwrite) == (None, None, False)
+    assert parse_out_params({"parts": parts, "version": "", "version_file": "v"}).version_file == "v"
+    with pytest.raises(ConfigError, match=r"params.parts\[0\].path is required"):
+        parse_out_params({"parts": [{"name": "a", "path": ""}]})
+    assert parse_in_params({"parts": "", "skip_download": ""}) == parse_in_params(None)
+    with pytest.raises(ConfigError, match=r"params.parts\[1\] must not be empty"):
+        parse_in_params({"parts": ["a", ""]})
+
+
+def test_an_empty_destination_still_means_the_root_of_the_target() -> None:
+    p = parse_out_params({"parts": [{"name": "a", "path": "x", "destination": ""}, {"name": "b", "path": "y"}]})
+    assert [x.destination for x in p.parts] == ["", "b/"]
+
+
+# ----------------------------------------------------------------------------- keys in any form
+
+FPR_LINE = "fingerprint: 0123456789ABCDEF0123456789ABCDEF01234567\n"
+
+
+@pytest.mark.parametrize("form", ["string", "list item"])
+def test_a_key_saved_with_lines_around_it_reads_the_same_in_every_form(form: str) -> None:
+    text = FPR_LINE + PUB + "\n# a comment after it\n"
+    value = text if form == "string" else [text]
+    assert parse_source({**BASE, "trusted_public_keys": value}).trusted_public_keys == (PUB,)
+    assert parse_source({**BASE, "recipient_public_keys": value}).recipient_public_keys == (PUB,)
+
+
+def test_a_list_item_may_hold_several_keys() -> None:
+    other = PUB.replace("abc", "def")
+    assert parse_source({**BASE, "trusted_public_keys": [PUB + other, PUB]}).trusted_public_keys == (PUB, other, PUB)
+
+
+def test_a_secret_key_with_lines_around_it() -> None:
+    s = parse_source({**BASE, "signing_private_key": "saved from a terminal\n" + SEC + "\n"})
+    assert s.signing_private_key == SEC
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("trusted_public_keys", [FPR_LINE + SEC], r"trusted_public_keys\[0\] holds a secret key"),
+        ("trusted_public_keys", PUB + SEC, r"source.trusted_public_keys holds a secret key"),
+        ("trusted_public_keys", [PUB[:40]], r"is cut short: no -----END PGP PUBLIC KEY BLOCK----- line"),
+        ("trusted_public_keys", ["fingerprint: ABCD"], r"trusted_public_keys\[0\] is not an ASCII-armoured"),
+        ("decryption_private_key", SEC + SEC, "holds 2 secret key blocks"),
+        ("decryption_private_key", FPR_LINE + PUB, "holds a public key"),
+    ],
+)
+def test_keys_that_are_refused(key: str, value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as e:
+        parse_source({**BASE, key: value})
+    assert "secretmaterial" not in str(e.value)
