@@ -264,6 +264,16 @@ class Verified:
     key_expired: bool
 
 
+def _signer_of(statuses: list[Status]) -> str:
+    """The signing key gpg names in ERRSIG (its fingerprint since GnuPG 2.2.7, else the key id)."""
+    for st in statuses:
+        if st.keyword == "ERRSIG" and st.args:
+            fpr = st.args[6] if len(st.args) > 6 and st.args[6] != "-" else ""
+            return fpr or f"key id {st.args[0]}"
+    ids = [st.args[0] for st in statuses if st.keyword == "NO_PUBKEY" and st.args]
+    return f"key id {ids[0]}" if ids else "an unknown key"
+
+
 def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> Verified:
     """Verify a clear-signed message against ``trusted`` keys only and return exactly what was signed.
 
@@ -286,7 +296,10 @@ def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> 
     if "BADSIG" in words:
         raise VerificationError("the commit object's signature is BAD: the manifest was altered after signing")
     if "ERRSIG" in words or "NO_PUBKEY" in words:
-        raise VerificationError("the commit object is signed by a key that is not among trusted_public_keys")
+        raise VerificationError(
+            f"the commit object is signed by {_signer_of(statuses)}, which is not among trusted_public_keys "
+            f"({', '.join(trusted_fprs)})"
+        )
     if "REVKEYSIG" in words or "KEYREVOKED" in words:
         raise VerificationError("the commit object is signed by a REVOKED key; refused")
     if "EXPSIG" in words:
@@ -298,7 +311,10 @@ def verify_clearsigned(message: bytes, trusted: list[str] | tuple[str, ...]) -> 
         )
     primary = valid[0].args[9]
     if primary not in trusted_fprs:
-        raise VerificationError(f"the commit object is signed by {primary}, which is not a trusted key")
+        raise VerificationError(
+            f"the commit object is signed by {primary}, which is not among trusted_public_keys "
+            f"({', '.join(trusted_fprs)})"
+        )
     if trusted_fprs[primary].revoked:
         raise VerificationError(f"the commit object is signed by revoked key {primary}; refused")
     data = bytes(result.data)
@@ -380,15 +396,20 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
     """Decrypt an OpenPGP message from ``src`` into ``sink``, requiring intact integrity protection.
 
     ``use_key`` picks the secret key (and its passphrase) over the symmetric passphrase: gpg takes
-    one passphrase per run.
+    one passphrase per run. A failure is told apart by gpg's status lines: only a bad MDC (the
+    message's own hash) speaks of tampering; a missing or wrong passphrase, or a payload encrypted
+    to another key, is a configuration mistake and is reported as one.
     """
+    ours: KeyInfo | None = None
+    our_subkeys: list[str] = []
     with gpg_home() as gpg:
         if use_key:
             if not keys.secret_key:
                 raise CryptoError(
                     "the bundle is encrypted to recipient keys but no decryption_private_key is configured"
                 )
-            import_secret_key(gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key")
+            ours = import_secret_key(gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key")
+            our_subkeys = [sub[0] for k in gpg.list_keys(True) for sub in k.get("subkeys", [])]
             passphrase = keys.secret_key_passphrase
         else:
             if keys.passphrase is None:
@@ -397,26 +418,45 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
                 )
             passphrase = keys.passphrase
         gpg.on_data = _sink_callback(sink)
-        result = gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=COMMON_ARGS)
+        # Without a passphrase gpg would ask gpg-agent's pinentry, which prompts on a terminal.
+        no_prompt = [] if passphrase else ["--pinentry-mode", "loopback"]
+        result = gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=[*COMMON_ARGS, *no_prompt])
         failure = getattr(result, "on_data_failure", None)
         if failure is not None:
             raise failure
         statuses = parse_status(result.stderr)
     words = [s.keyword for s in statuses]
-    codes = _error_codes(statuses)
-    if "DECRYPTION_OKAY" not in words:
-        if use_key and (GPG_ERR_BAD_PASSPHRASE in codes or GPG_ERR_NO_PIN in codes):
-            raise CryptoError("source.decryption_private_key_passphrase is wrong (or missing) for the decryption key")
-        if use_key and "NO_SECKEY" in words:
-            raise VerificationError("the payload is not encrypted to the configured decryption key (wrong key?)")
-        if not use_key and (GPG_ERR_BAD_PASSPHRASE in codes or "DECRYPTION_FAILED" in words):
-            raise VerificationError("the payload could not be decrypted with source.encryption_passphrase (wrong?)")
-    if "BADMDC" in words or "DECRYPTION_FAILED" in words:
+    if "BADMDC" in words:
         raise VerificationError("the payload's integrity protection is broken: it was altered in transit")
-    if "DECRYPTION_OKAY" not in words or "GOODMDC" not in words or result.returncode != 0:
-        raise VerificationError(
-            f"the payload did not decrypt with intact integrity protection ({_human_errors(result.stderr)})"
+    if "DECRYPTION_OKAY" in words and "GOODMDC" in words and result.returncode == 0:
+        return
+    codes = _error_codes(statuses)
+    if use_key:
+        assert ours is not None
+        if GPG_ERR_BAD_PASSPHRASE in codes:
+            raise CryptoError(
+                "source.decryption_private_key_passphrase is wrong for source.decryption_private_key "
+                f"{ours.fingerprint}"
+            )
+        if not passphrase and ("NEED_PASSPHRASE" in words or GPG_ERR_NO_PIN in codes):
+            raise CryptoError(
+                f"source.decryption_private_key {ours.fingerprint} is protected by a passphrase: "
+                "set source.decryption_private_key_passphrase"
+            )
+        if "NO_SECKEY" in words and "DECRYPTION_KEY" not in words:
+            to = sorted({s.args[0] for s in statuses if s.keyword in ("ENC_TO", "NO_SECKEY") and s.args})
+            raise CryptoError(
+                f"the payload is encrypted to key {', '.join(to)}, not to source.decryption_private_key "
+                f"{ours.fingerprint} (subkeys {', '.join(our_subkeys) or 'none'}): configure the secret key "
+                "whose public half is in the put side's recipient_public_keys"
+            )
+    elif GPG_ERR_BAD_PASSPHRASE in codes or "DECRYPTION_FAILED" in words:
+        raise CryptoError(
+            "the payload does not decrypt with source.encryption_passphrase: it differs from the put side's"
         )
+    raise VerificationError(
+        f"the payload did not decrypt with intact integrity protection ({_human_errors(result.stderr)})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- keygen
