@@ -18,9 +18,16 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from .errors import StoreError, VerificationError
+from .errors import (
+    AccessDeniedError,
+    NoSuchBucketError,
+    StoreError,
+    StoreTLSError,
+    StoreUnreachableError,
+    VerificationError,
+)
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -32,7 +39,12 @@ DEFAULT_MEMORY_BUDGET = 64 * MiB
 MAX_CONCURRENCY = 4
 COMMIT_MAX_BYTES = 64 * MiB
 RETRIES_VARIABLE = "OFFLINE_BUNDLE_S3_RETRIES"
-DEFAULT_ATTEMPTS = 12  # as concourse/s3-resource: rides out a restart of the store
+# Attempts per request. A store that cannot be reached is retried after 1, 2, 4 and 8 s (then
+# every 8 s): 5 attempts give up after about 15 s, long enough for a store's restart, short
+# enough that a wrong endpoint is reported before anyone wonders whether the step hangs.
+DEFAULT_ATTEMPTS = 5
+MAX_RETRY_DELAY = 8
+CONNECT_TIMEOUT = 5  # seconds per connection attempt: a store on the network answers in milliseconds
 
 
 def max_attempts() -> int:
@@ -435,18 +447,189 @@ class _Uploader:
                 )
 
 
-def _s3_error(e: BaseException, what: str) -> StoreError:
-    """One line naming the operation and S3's error code; never the credentials."""
-    from botocore.exceptions import BotoCoreError, ClientError
+def retry_delay(attempt: int) -> int:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): 1, 2, 4, 8, 8, ..."""
+    return int(min(2 ** (attempt - 1), MAX_RETRY_DELAY))
 
+
+def retry_budget(attempts: int | None = None) -> int:
+    """Seconds spent waiting between ``attempts`` attempts of one request (15 s for the default 5)."""
+    n = max_attempts() if attempts is None else attempts
+    return sum(retry_delay(i) for i in range(1, n))
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and what it wraps (botocore keeps urllib3's error in ``kwargs['error']``)."""
+    seen: set[int] = set()
+    todo = [e]
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        wrapped = getattr(x, "kwargs", {}).get("error") if isinstance(getattr(x, "kwargs", None), dict) else None
+        todo += [c for c in (wrapped, x.__cause__, x.__context__, *x.args) if isinstance(c, BaseException)]
+
+
+def _endpoint_of(e: BaseException, fallback: str | None) -> str:
+    """The scheme, host and port the failed request went to, without its path and query."""
+    from urllib.parse import urlsplit
+
+    url = getattr(e, "kwargs", {}).get("endpoint_url") if isinstance(getattr(e, "kwargs", None), dict) else None
+    if url:
+        parts = urlsplit(str(url))
+        return f"{parts.scheme}://{parts.netloc}/"
+    return fallback or "the endpoint"
+
+
+def _unreachable_reason(e: BaseException) -> str:
+    import socket
+
+    for c in _causes(e):
+        if isinstance(c, socket.gaierror):
+            return "its host name does not resolve"
+        if isinstance(c, OSError) and c.strerror and not isinstance(c, TimeoutError):
+            return c.strerror.lower()
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(e, ConnectTimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT} s"
+    if isinstance(e, ReadTimeoutError):
+        return "it stopped answering"
+    return e.__class__.__name__
+
+
+def _tls_problem(e: BaseException) -> str:
+    """What went wrong in a TLS handshake, from the ssl module's own error (its reason code)."""
+    import ssl
+
+    for c in _causes(e):
+        if isinstance(c, ssl.SSLCertVerificationError):
+            return "certificate"
+        if isinstance(c, ssl.SSLError) and c.reason == "WRONG_VERSION_NUMBER":
+            return "plain-http"
+    text = str(e)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "certificate"
+    if "WRONG_VERSION_NUMBER" in text:
+        return "plain-http"
+    return "other"
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        SSLError,
+    )
+
+    if isinstance(e, SSLError):
+        return False
+    return isinstance(e, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError))
+
+
+# S3 answers worth another attempt: the store is busy, restarting or briefly failing.
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+_RETRY_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+}
+
+
+def _retry_handler(attempts_allowed: int) -> Callable[..., float | bool | None]:
+    """botocore's ``needs-retry`` hook: our retries, each reported on stderr as it happens.
+
+    botocore's own retries stay silent and share a quota across threads; here a refused connection
+    says so at once and gives up after ``retry_budget()`` seconds. A TLS failure is never retried:
+    it is a setting, not an outage.
+    """
+
+    def needs_retry(
+        *, attempts: int, caught_exception: BaseException | None = None, response: Any = None, **kw: Any
+    ) -> float | bool | None:
+        from botocore.exceptions import SSLError
+
+        endpoint = getattr(kw.get("endpoint"), "host", None)
+        if caught_exception is not None:
+            if isinstance(caught_exception, SSLError):
+                return False
+            if not _is_unreachable(caught_exception):
+                return None
+            reason = _unreachable_reason(caught_exception)
+            why = f"cannot connect to {_endpoint_of(caught_exception, endpoint)} ({reason})"
+        elif response is not None:
+            http, parsed = response
+            code = (parsed or {}).get("Error", {}).get("Code", "")
+            if http.status_code not in _RETRY_STATUSES and code not in _RETRY_CODES:
+                return None
+            why = f"the store at {endpoint} answered {code or 'HTTP'} (HTTP {http.status_code})"
+        else:
+            return None
+        if attempts >= attempts_allowed:
+            return False
+        delay = retry_delay(attempts)
+        sys.stderr.write(f"retrying in {delay} s (attempt {attempts + 1} of {attempts_allowed}): {why}\n")
+        sys.stderr.flush()
+        return delay
+
+    return needs_retry
+
+
+def _s3_error(e: BaseException, what: str, where: str | None = None) -> StoreError:
+    """One line naming the operation, what S3 or the network said, and the fix; never the credentials.
+
+    ``where`` (``s3://bucket at endpoint``) is named when the caller knows it.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, SSLError
+
+    at = f" ({where})" if where and where not in what else ""
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
         code = err.get("Code", "?")
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        return StoreError(f"{what}: S3 answered {code} (HTTP {status})")
-    if isinstance(e, BotoCoreError):
-        return StoreError(f"{what}: {e.__class__.__name__}: {e}")
-    return StoreError(f"{what}: {e.__class__.__name__}: {e}")
+        said = f"S3 answered {code} (HTTP {status})"
+        if code == "NoSuchBucket":
+            bucket = err.get("BucketName") or (where or "").removeprefix("s3://").split(" ", 1)[0] or "?"
+            return NoSuchBucketError(
+                f"{what}{at}: {said}: bucket {bucket} does not exist at this endpoint; check bucket (and endpoint)"
+            )
+        if code in ("AccessDenied", "Forbidden") or status == 403:
+            return AccessDeniedError(
+                f"{what}{at}: {said}: the credentials may not {e.operation_name}; "
+                "give ones that may (or check access_key_id and secret_access_key)"
+            )
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return AccessDeniedError(f"{what}{at}: {said}: check access_key_id and secret_access_key")
+        return StoreError(f"{what}{at}: {said}")
+    if isinstance(e, SSLError):
+        endpoint = _endpoint_of(e, None)
+        problem = _tls_problem(e)
+        if problem == "plain-http":
+            hint = f"the store at {endpoint} speaks plain HTTP: use an http:// endpoint or disable_ssl: true"
+        elif problem == "certificate":
+            hint = (
+                f"certificate verify failed: the certificate of {endpoint} is not signed by a trusted CA; "
+                "add the store's CA to ca_bundle (or skip_ssl_verification: true)"
+            )
+        else:
+            hint = f"TLS with {endpoint} failed ({e}); check endpoint, ca_bundle and disable_ssl"
+        return StoreTLSError(f"{what}{at}: {hint}")
+    if isinstance(e, BotoCoreError) and _is_unreachable(e):
+        endpoint = _endpoint_of(e, None)
+        return StoreUnreachableError(
+            f"{what}{at}: cannot connect to {endpoint} ({_unreachable_reason(e)}) after {max_attempts()} attempts "
+            f"over {retry_budget()} s; is the store running at {endpoint}? check endpoint"
+        )
+    if isinstance(e, NoCredentialsError):
+        return StoreError(f"{what}{at}: no credentials: set access_key_id and secret_access_key (or AWS_* variables)")
+    return StoreError(f"{what}{at}: {e.__class__.__name__}: {e}")
 
 
 _CA_FILES: list[str] = []
@@ -500,10 +683,11 @@ def make_s3_client(source: object) -> object:
         # No SHA-256 of every request body for SigV4: each payload's SHA-256 is already computed once and
         # sits in the signed manifest, which is what the far side checks; hashing it again costs CPU only.
         s3={"addressing_style": "path" if s.path_style else "auto", "payload_signing_enabled": False},  # type: ignore[attr-defined]
-        retries={"max_attempts": max_attempts(), "mode": "standard"},
+        # One attempt for botocore: _retry_handler decides, reports and bounds every retry.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=10,
+        connect_timeout=CONNECT_TIMEOUT,
         read_timeout=120,
         max_pool_connections=MAX_CONCURRENCY * 2 + 2,
         tcp_keepalive=True,
@@ -514,7 +698,9 @@ def make_s3_client(source: object) -> object:
         aws_session_token=s.session_token,  # type: ignore[attr-defined]
         region_name=s.region_name,  # type: ignore[attr-defined]
     )
-    return session.client("s3", endpoint_url=endpoint, use_ssl=not s.disable_ssl, verify=verify, config=config)  # type: ignore[attr-defined]
+    client = session.client("s3", endpoint_url=endpoint, use_ssl=not s.disable_ssl, verify=verify, config=config)  # type: ignore[attr-defined]
+    client.meta.events.register_first("needs-retry.s3", _retry_handler(max_attempts()))
+    return client
 
 
 class S3Store(Store):
@@ -532,7 +718,7 @@ class S3Store(Store):
                 for o in page.get("Contents", []):
                     yield ObjectInfo(o["Key"], o["Size"], o["LastModified"])
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"listing {self.description}/{prefix}") from None
+            raise _s3_error(e, f"listing {prefix}", self.description) from None
 
     def head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
@@ -542,9 +728,9 @@ class S3Store(Store):
         except ClientError as e:
             if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
-            raise _s3_error(e, f"reading {key}") from None
+            raise _s3_error(e, f"reading {key}", self.description) from None
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"reading {key}") from None
+            raise _s3_error(e, f"reading {key}", self.description) from None
         return ObjectInfo(key, r["ContentLength"], r["LastModified"], r.get("Metadata") or {})
 
     def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
@@ -558,11 +744,11 @@ class S3Store(Store):
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise _s3_error(e, f"reading {key}") from None
+            raise _s3_error(e, f"reading {key}", self.description) from None
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"reading {key}") from None
+            raise _s3_error(e, f"reading {key}", self.description) from None
 
     def put_bytes(
         self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
@@ -587,7 +773,7 @@ class S3Store(Store):
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"writing {key}") from None
+            raise _s3_error(e, f"writing {key}", self.description) from None
 
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
         return _ResumingReader(self, key, size, on_bytes)
@@ -606,7 +792,7 @@ class S3Store(Store):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"deleting {key}") from None
+            raise _s3_error(e, f"deleting {key}", self.description) from None
 
     def list_uploads(self, prefix: str) -> list[Upload]:
         try:
@@ -615,13 +801,13 @@ class S3Store(Store):
             )
             return [Upload(u["Key"], u["UploadId"], u["Initiated"]) for page in pages for u in page.get("Uploads", [])]
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"listing incomplete uploads under {prefix}") from None
+            raise _s3_error(e, f"listing incomplete uploads under {prefix}", self.description) from None
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"aborting the upload of {key}") from None
+            raise _s3_error(e, f"aborting the upload of {key}", self.description) from None
 
     def copy(self, src: str, dst: str, size: int) -> None:
         """Server-side copy; above 5 GiB, a multipart copy in parallel ranges."""
@@ -658,7 +844,7 @@ class S3Store(Store):
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"copying {src} to {dst}") from None
+            raise _s3_error(e, f"copying {src} to {dst}", self.description) from None
 
 
 class _ResumingReader(io.RawIOBase):
@@ -706,7 +892,7 @@ class _ResumingReader(io.RawIOBase):
         try:
             r = _ride_out_outage(lambda: self._store.client.get_object(**kwargs))  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"downloading {self._key}") from None
+            raise _s3_error(e, f"downloading {self._key}", self._store.description) from None
         if not self._checked:
             actual = r["ContentLength"]
             if "Range" in kwargs:
@@ -744,7 +930,8 @@ class _ResumingReader(io.RawIOBase):
                 self._failures += 1
                 self._body = None
                 if self._failures > self._retries:
-                    raise _s3_error(e, f"downloading {self._key} at byte {self._offset}") from None
+                    where = self._store.description
+                    raise _s3_error(e, f"downloading {self._key} at byte {self._offset}", where) from None
                 pause = min(2 ** (self._failures - 1), 30)
                 sys.stderr.write(
                     f"download of {self._key} interrupted at byte {self._offset} ({e.__class__.__name__}); "
