@@ -26,7 +26,7 @@ from .config import (
     check_destination,
     parse_source,
 )
-from .errors import BundleError, ConfigError
+from .errors import BundleError, ConfigError, PathError, path_error
 from .helptext import add_command, add_verbose
 from .names import check_name, check_part_name
 from .pieces import MediumStore
@@ -46,7 +46,7 @@ def read_yaml(path: str, option: str) -> Any:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"{option} {path}: {e.strerror}") from None
+        raise path_error(e, path, f"cannot read {option}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{option} {path} is not valid YAML ({e.__class__.__name__})") from None
 
@@ -93,7 +93,15 @@ def source_from(args: argparse.Namespace, *, local: str | None = None) -> Source
     return parse_source(raw, where="config")
 
 
-def store_for(source: Source, local: str | None) -> Store:
+def existing_folder(path: str, option: str) -> str:
+    """A folder to read from must be there: creating it would only turn a typo into "no version"."""
+    if not os.path.isdir(path):
+        what = "is not a folder" if os.path.lexists(path) else "does not exist"
+        raise PathError(f"{option} {path} {what}: give the folder that holds the bundle (the medium's mount point)")
+    return path
+
+
+def store_for(source: Source, local: str | None, *, create: bool = False) -> Store:
     # A folder may be a medium written by export (payloads in pieces); MediumStore reads both kinds.
     return MediumStore(local) if local else S3Store(source)
 
@@ -104,6 +112,8 @@ def _log(redact: Redactor) -> Callable[[str], None]:
         sys.stderr.flush()
 
     return log
+    if local and not create:
+        existing_folder(local, "--from-dir")
 
 
 def _latest(source: Source, store: Store) -> str:
@@ -160,7 +170,7 @@ def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
         check_name(args.version, "--version")
     params = OutParams(parts=tuple(parts), version=args.version, overwrite=args.overwrite)
     build = BuildInfo.from_env(dict(os.environ))
-    result = Packer(source, store_for(source, args.to_dir), log).put(params, args.base, build)
+    result = Packer(source, store_for(source, args.to_dir, create=True), log).put(params, args.base, build)
     m = result.manifest
     print(f"{m.name} {m.version}: {len(m.parts)} part(s), {m.file_count} entries, {m.total_bytes} bytes")
     print(f"uploaded: {', '.join(result.uploaded) or 'none'}; reused: {', '.join(result.reused) or 'none'}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .config import BuildInfo, InParams, OutParams, Source, parse_in_params, parse_out_params, parse_source
-from .errors import BundleError, ConfigError
+from .errors import BundleError, ConfigError, path_error
 from .names import check_name
 
 EXIT_FAILURE = 1
@@ -141,6 +141,10 @@ def failure_exit(e: BaseException, log: Callable[[str], None]) -> int:
         return EXIT_FAILURE
     if isinstance(e, KeyboardInterrupt):
         log("error: interrupted")
+        return EXIT_FAILURE
+    if isinstance(e, OSError) and e.filename is not None:
+        # A path no typed error covered yet: still the environment's (a full or read-only disk), not a bug.
+        log(f"error: {path_error(e)}")
         return EXIT_FAILURE
     if os.environ.get("OFFLINE_BUNDLE_DEBUG"):
         import traceback

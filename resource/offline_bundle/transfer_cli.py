@@ -58,12 +58,12 @@ def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from .cli import source_from
+    from .cli import existing_folder, source_from
     from .media import Importer
 
     source = source_from(args)
     redact.add(source.secret_values())
-    importer = Importer(source, S3Store(source), args.from_, log)
+    importer = Importer(source, S3Store(source), existing_folder(args.from_, "--from"), log)
     for r in importer.import_all(_version(args.version, "--version")):
         if r.already_committed:
             carried = f"{len(r.approvals)} approval(s) carried" if r.approvals else "nothing imported"
@@ -107,12 +107,12 @@ def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from .cli import source_from
+    from .cli import existing_folder, source_from
     from .records import describe, list_records
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
-    store = MediumStore(args.from_dir) if args.from_dir else S3Store(source)
+    store = MediumStore(existing_folder(args.from_dir, "--from-dir")) if args.from_dir else S3Store(source)
     found = list_records(source, store, version=_version(args.version, "--version"))
     for rec in found:
         if rec.doc is None:

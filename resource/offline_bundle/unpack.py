@@ -22,7 +22,7 @@ from .approvals import ApprovalStatus, require_approvals
 from .archive import CHUNK, ExtractResult, FileSink, extract_part
 from .commit import COMMIT_NAME, Trusted, read_commit
 from .config import InParams, Source
-from .errors import BundleError, ConfigError, VerificationError
+from .errors import BundleError, ConfigError, PathError, VerificationError, path_error
 from .manifest import Manifest, Part
 from .pipe import ChunkPipe, PipeClosed
 from .progress import Progress
@@ -93,6 +93,15 @@ def sha256sums_line(digest: str, path: str) -> str:
     return f"{digest}  {path}\n"
 
 
+def _make_destination(dest: str) -> None:
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise PathError(f"destination {dest} is a file, not a folder: give a folder")
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as e:
+        raise path_error(e, dest, "cannot create the destination") from None
+
+
 def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Part]:
     if wanted is None:
         return list(manifest.parts)
@@ -156,14 +165,17 @@ class Unpacker:
             approval = require_approvals(self.source, self.store, trusted, self.log)
         parts = select_parts(manifest, params.parts)
         if dest is not None:
-            os.makedirs(dest, exist_ok=True)
+            _make_destination(dest)
             self._check_destination(dest, parts)
         if params.skip_download:
             parts = []
         staging = None
         if dest is not None:
             staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
-            os.mkdir(staging, 0o700)
+            try:
+                os.mkdir(staging, 0o700)
+            except OSError as e:
+                raise path_error(e, dest, "cannot write into the destination") from None
         try:
             if parts:
                 if dest is not None:  # verifying or streaming to a sink writes nothing here
@@ -177,8 +189,11 @@ class Unpacker:
                 files += result[0]
                 total += result[1]
             if staging is not None:
-                self._write_side_files(staging, trusted, parts)
-                self._move_into_place(staging, dest)  # type: ignore[arg-type]
+                try:
+                    self._write_side_files(staging, trusted, parts)
+                    self._move_into_place(staging, dest)  # type: ignore[arg-type]
+                except OSError as e:
+                    raise path_error(e, dest, "cannot write into the destination") from None
         except BaseException:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -212,7 +227,10 @@ class Unpacker:
         need = sum(p.bytes for p in parts) + FREE_SPACE_MARGIN
         free = shutil.disk_usage(dest).free
         if need > free:
-            raise BundleError(f"not enough free space in {dest}: the parts need {need} bytes, {free} are free")
+            raise PathError(
+                f"not enough free space in {dest}: the parts need {need} bytes, {free} are free; "
+                "free some space or choose another folder"
+            )
 
     def _use_key(self, parts: list[Part]) -> bool:
         """Decrypt with the secret key when it is a recipient, else with the passphrase."""
@@ -249,7 +267,9 @@ class Unpacker:
                         io.BufferedReader(reader, CHUNK), part.files, target, part=part.name, sink=sink
                     )
             except OSError as e:
-                raise VerificationError(f"part {part.name}: cannot extract: {e.strerror or e}") from None
+                # The disk, not the bundle: a full or read-only destination is the environment's.
+                where = os.path.dirname(os.path.dirname(target)) if target else None
+                raise path_error(e, where, f"part {part.name}: cannot write into the destination") from None
             except tarfile.TarError as e:
                 raise VerificationError(f"part {part.name}: the payload is not a valid tar archive ({e})") from None
             except UnicodeError:
