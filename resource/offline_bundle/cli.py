@@ -40,6 +40,15 @@ _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False
 LOCAL_BUCKET = "local-folder"
 
 
+def yaml_where(e: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` from a YAML error (1-based, as editors count); the text
+    around the mark is left out, it may be a secret."""
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or e.__class__.__name__
+    return f"{at}: {problem}"
+
+
 def read_yaml(path: str, option: str) -> Any:
     """A YAML (or JSON) file given with ``option``; errors name the option and the file."""
     try:
@@ -48,7 +57,7 @@ def read_yaml(path: str, option: str) -> Any:
     except OSError as e:
         raise path_error(e, path, f"cannot read {option}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{option} {path} is not valid YAML ({e.__class__.__name__})") from None
+        raise ConfigError(f"{option} {path} is not valid YAML{yaml_where(e)}") from None
 
 
 def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def load_yaml(path: str, what: str) -> Any:
         raise ConfigError(f"{what} {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or e.__class__.__name__
         raise ConfigError(f"{what} {path} is not valid YAML{at}: {problem}") from None
 
