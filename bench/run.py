@@ -191,9 +191,9 @@ def make_keys(work: Path) -> Keys:
             text=True,
             check=True,
         )
-        lines = proc.stdout.splitlines()
-        fpr = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("fingerprint:"))
-        public = "\n".join(line for line in lines if not line.startswith("fingerprint:")).strip() + "\n"
+        # stdout is the armoured public key alone; the fingerprint is on stderr.
+        fpr = next(ln.split(":", 1)[1].strip() for ln in proc.stderr.splitlines() if ln.startswith("fingerprint:"))
+        public = proc.stdout
         out[role] = (fpr, public, (keys / f"{role}.key").read_text())
     home = Path(f"/tmp/obbench-gpg-{secrets.token_hex(4)}")  # short: gpg-agent's socket path limit
     home.mkdir(mode=0o700)

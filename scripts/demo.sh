@@ -200,13 +200,11 @@ echo "S3 endpoint $ENDPOINT (weed pid $WEED_PID, log $WEED_LOG)"
 
 # ------------------------------------------------------------------------------ keys
 step "Keys: a signing key on the connected side, a decryption key on the air-gapped side"
-"$OB" keygen --role sign --out "$DEMO/connected/sign.key" >"$DEMO/connected/sign.pub.txt"
-"$OB" keygen --role decrypt --out "$DEMO/airgapped/decrypt.key" >"$DEMO/airgapped/decrypt.pub.txt"
-# keygen prints "fingerprint: <FPR>" and then the armoured public key.
-SIGN_FPR=$(sed -n 's/^fingerprint: //p' "$DEMO/connected/sign.pub.txt")
-DECRYPT_FPR=$(sed -n 's/^fingerprint: //p' "$DEMO/airgapped/decrypt.pub.txt")
-sed '/^fingerprint: /d' "$DEMO/connected/sign.pub.txt" >"$DEMO/connected/sign.pub.asc"
-sed '/^fingerprint: /d' "$DEMO/airgapped/decrypt.pub.txt" >"$DEMO/airgapped/decrypt.pub.asc"
+# keygen writes sign.pub.asc beside sign.key (and prints it on stdout); "fingerprint: <FPR>" goes to stderr.
+"$OB" keygen --role sign --out "$DEMO/connected/sign.key" 2>"$DEMO/connected/keygen.log" >/dev/null
+"$OB" keygen --role decrypt --out "$DEMO/airgapped/decrypt.key" 2>"$DEMO/airgapped/keygen.log" >/dev/null
+SIGN_FPR=$(sed -n 's/^fingerprint: //p' "$DEMO/connected/keygen.log")
+DECRYPT_FPR=$(sed -n 's/^fingerprint: //p' "$DEMO/airgapped/keygen.log")
 echo "signing key    $SIGN_FPR  (secret: .demo/connected/sign.key, mode $(stat -c %a "$DEMO/connected/sign.key"))"
 echo "decryption key $DECRYPT_FPR  (secret: .demo/airgapped/decrypt.key, mode $(stat -c %a "$DEMO/airgapped/decrypt.key"))"
 
