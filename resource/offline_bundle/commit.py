@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 
 from . import crypto
 from .config import Source
-from .errors import StoreError, VerificationError
+from .errors import NotCommittedError, StoreError, VerificationError
 from .manifest import Manifest, parse_manifest
 from .names import is_valid_name
 from .store import Store
-from .versions import Committed
+from .versions import Committed, nearest
 
 COMMIT_NAME = "manifest.json.asc"
 # S3 user metadata on a commit object: the writer's clock in nanoseconds. S3 listings give time
@@ -90,8 +90,21 @@ def read_commit(source: Source, store: Store, version: str, *, keys: list[str] |
     key = commit_key(source, version)
     data = store.get_bytes(key)
     if data is None:
-        raise VerificationError(f"version {version} of bundle {source.name} is not committed in {store.description}")
+        raise NotCommittedError(_not_committed(source, store, version))
     return trust_commit(source, data, version, keys=keys)
+
+
+def _not_committed(source: Source, store: Store, version: str) -> str:
+    """Name the nearest committed versions: a typo or a version not yet carried over is then plain."""
+    where = f"{store.description} under {source.key('')}"
+    try:
+        committed = [c.version for c in list_committed(source, store)]
+    except StoreError:
+        committed = []
+    missing = f"version {version} of bundle {source.name} is not committed in {where}"
+    if not committed:
+        return f"{missing}; no version is (check name and prefix)"
+    return f"{missing}; nearest: {', '.join(nearest(committed, version))}"
 
 
 def trust_commit(source: Source, data: bytes, version: str, *, keys: list[str] | None = None) -> Trusted:

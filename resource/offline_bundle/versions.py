@@ -87,3 +87,22 @@ def select_for_check(ordered: list[Committed], current: str | None) -> list[Comm
             if c.version == current:
                 return ordered[i:]
     return ordered[-1:]
+
+
+def nearest(versions: list[str], missing: str) -> list[str]:
+    """The committed versions just below and just above ``missing``, for an error that helps: a
+    typo such as ``1.2.4`` for ``1.2.3`` is then obvious. SemVer precedence when all parse, else
+    string order."""
+    keys = {v: semver_key(v) for v in [*versions, missing]}
+    if all(k is not None for k in keys.values()):
+        rank: dict[str, object] = dict(keys)
+    else:
+        rank = {v: v for v in keys}
+    below = [v for v in versions if rank[v] < rank[missing]]  # type: ignore[operator]
+    above = [v for v in versions if rank[v] > rank[missing]]  # type: ignore[operator]
+    out = []
+    if below:
+        out.append(max(below, key=lambda v: rank[v]))  # type: ignore[arg-type,return-value]
+    if above:
+        out.append(min(above, key=lambda v: rank[v]))  # type: ignore[arg-type,return-value]
+    return out
