@@ -348,8 +348,12 @@ class Unpacker:
             for f in p.files
             if f.type == "file"
         ]
-        with open(os.path.join(staging, "SHA256SUMS"), "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(lines)
+        if not parts:
+            # An empty SHA256SUMS makes `sha256sum -c` fail ("no properly formatted checksum lines").
+            self.log("skip_download: no part fetched, so no SHA256SUMS is written (manifest.json lists the files)")
+        else:
+            with open(os.path.join(staging, "SHA256SUMS"), "w", encoding="utf-8", newline="\n") as f:
+                f.writelines(lines)
         with open(os.path.join(staging, "manifest.json"), "wb") as f:
             f.write(trusted.manifest_bytes)
         with open(os.path.join(staging, COMMIT_NAME), "wb") as f:
