@@ -214,15 +214,19 @@ def clearsign(data: bytes, secret_armored: str, passphrase: str | None) -> tuple
             passphrase=passphrase if passphrase else None,
             clearsign=True,
             binary=True,
-            extra_args=["--digest-algo", "SHA256"],
+            # Without a passphrase gpg would ask gpg-agent's pinentry, which prompts on a terminal.
+            extra_args=["--digest-algo", "SHA256", *([] if passphrase else ["--pinentry-mode", "loopback"])],
         )
         statuses = parse_status(result.stderr)
         if not any(s.keyword == "SIG_CREATED" for s in statuses) or not result.data:
             codes = _error_codes(statuses)
             if GPG_ERR_BAD_PASSPHRASE in codes:
                 raise CryptoError("source.signing_private_key_passphrase is wrong for source.signing_private_key")
-            if GPG_ERR_NO_PIN in codes or (passphrase is None and "passphrase" in result.stderr.lower()):
-                raise CryptoError("source.signing_private_key is protected: set signing_private_key_passphrase")
+            if GPG_ERR_NO_PIN in codes or (not passphrase and "NEED_PASSPHRASE" in [s.keyword for s in statuses]):
+                raise CryptoError(
+                    f"source.signing_private_key {info.fingerprint} is protected by a passphrase: "
+                    "set source.signing_private_key_passphrase"
+                )
             raise CryptoError(f"signing failed: {_human_errors(result.stderr)}")
         signed = bytes(result.data)
         if "longer than" in result.stderr or not _carries(signed, data.rstrip(b"\n")):

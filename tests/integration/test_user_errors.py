@@ -167,6 +167,16 @@ def test_a_payload_encrypted_to_another_key_names_both(bundle: Sides, tmp_path: 
     assert not [w for w in ATTACK_WORDS if w in proc.stderr.lower()], proc.stderr
 
 
+def test_a_protected_signing_key_without_its_passphrase(sides: Sides, tmp_path: Path) -> None:
+    k = sides.keys.signer_pw
+    source = {**sides.put_source, "signing_private_key": k.secret_armored, "signing_private_key_passphrase": ""}
+    proc = sides.out(small_tree(tmp_path / "b", a="x"), PARAMS, source=source)
+    line = one_error(proc)
+    assert f"signing_private_key {k.fingerprint} is protected by a passphrase" in line
+    assert "set source.signing_private_key_passphrase" in line
+    assert sides.keys_under() == []
+
+
 def test_a_wrong_symmetric_passphrase(sides: Sides, tmp_path: Path) -> None:
     put_source = {**sides.put_source, "encryption_passphrase": "right one"}
     del put_source["recipient_public_keys"]
