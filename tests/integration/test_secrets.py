@@ -80,7 +80,7 @@ def test_no_secret_in_any_output(sides: Sides, tmp_path: Path) -> None:
     expected = [
         "signing_private_key_passphrase is wrong",
         "decryption_private_key_passphrase is wrong",
-        "could not be decrypted with source.encryption_passphrase",
+        "does not decrypt with source.encryption_passphrase",
         "SignatureDoesNotMatch",
         "unknown key unknown",
         "signing_private_key holds a public key",
