@@ -37,6 +37,7 @@ def one_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, context
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, context
+    print(errors[0])  # shown with -s, and with the captured output of a later failing assertion
     return errors[0]
 
 
