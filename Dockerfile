@@ -2,7 +2,7 @@
 # The offline-bundle image: the Concourse resource type (/opt/resource/check, in, out) and the
 # offline-bundle CLI on PATH, so the same image also runs `fly execute` tasks.
 #
-#   make image          buildah, no Docker engine (see README, "The container image and the bootstrap")
+#   make image          buildah, no Docker engine (see docs/image.md)
 #   docker build --secret id=extra_ca,src=proxy-ca.pem -t offline-bundle .      works as well
 #
 # Optional build secret `extra_ca`: a PEM bundle for networks whose proxy intercepts TLS. pip trusts

@@ -70,7 +70,7 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-# ---- The container image (README: "The container image and the bootstrap") ---------------------------
+# ---- The container image (docs/image.md) ---------------------------------------------------------------
 # buildah from Debian (scripts/install-image-deps.sh), --isolation chroot, vfs storage of the project's
 # own under $(IMAGE_CACHE); a debootstrap'd debian:bookworm-slim where the pinned base cannot be pulled.
 VERSION := $(shell sed -n 's/^version = "\([^"]*\)"$$/\1/p' pyproject.toml)

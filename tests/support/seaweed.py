@@ -114,7 +114,7 @@ def write_identities(
     """Write the S3 identities: admin read-write, read-only, and a writer with only what a put needs.
 
     The writer (Read, List, Write: no Admin, no bucket creation) and the read-only identity are the
-    least privileges README documents for the connected and the air-gapped side.
+    least privileges docs/operations.md documents for the connected and the air-gapped side.
     """
     extra = []
     if writer is not None:

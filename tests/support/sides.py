@@ -31,7 +31,7 @@ class Sides:
 
     @classmethod
     def create(cls, server: SeaweedServer, bucket: str, keys: GpgKeys, tmp: Path) -> Sides:
-        """Each side with the least privileges README documents: the put side can read, list and
+        """Each side with the least privileges docs/operations.md documents: the put side can read, list and
         write objects (no admin, no bucket creation); the get side can only read and list."""
         put_source = make_source(
             server,
