@@ -7,6 +7,7 @@ with the very code Concourse runs against S3, and lets unit tests use a folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from . import safe_fs
 from .errors import (
     AccessDeniedError,
+    ConfigError,
     NoSuchBucketError,
     StoreError,
     StoreTLSError,
@@ -168,41 +171,55 @@ class BlobWriter(ABC):
 
 
 class DirStore(Store):
-    """A local folder holding objects as files at their keys (removable media, tests)."""
+    """A local folder holding objects as files at their keys (removable media, tests).
+
+    Whoever handed the folder over may have planted links in it: every file below the root is
+    opened through ``safe_fs`` (no link followed on any component, regular files only), listings
+    never enter a linked folder, and writes never go through a link.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.description = f"folder {self.root}"
-        os.makedirs(self.root, exist_ok=True)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                raise ConfigError(f"the folder path {self.root[:60]}… is longer than the file system allows") from None
+            raise
+        safe_fs.check_root(self.root)
 
     def _path(self, key: str) -> str:
+        """Where ``key`` is, for messages; every access goes through ``safe_fs`` with the key itself."""
         if key.startswith("/") or ".." in key.split("/"):
             raise StoreError(f"unsafe key {key!r}")
         return os.path.join(self.root, key)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                full = os.path.join(dirpath, f)
-                key = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if key.startswith(prefix) and not f.startswith(".tmp-"):
-                    st = os.stat(full)
-                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        """Files, and links and other nodes that are not folders (reading them is refused), under ``prefix``."""
+        base = prefix.rpartition("/")[0] if "/" in prefix else ""
+        if base:
+            self._path(base)
+        for entry in safe_fs.walk_below(self.root, base):
+            name = entry.relpath.rpartition("/")[2]
+            if entry.relpath.startswith(prefix) and not name.startswith(".tmp-"):
+                yield ObjectInfo(entry.relpath, entry.stat.st_size, datetime.fromtimestamp(entry.stat.st_mtime, UTC))
 
     def head(self, key: str) -> ObjectInfo | None:
-        try:
-            st = os.stat(self._path(key))
-        except FileNotFoundError:
+        self._path(key)
+        st = safe_fs.lstat_below(self.root, key)
+        if st is None:
             return None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
+        self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                data = f.read(limit + 1)
+            f = safe_fs.open_file_below(self.root, key)
         except FileNotFoundError:
             return None
+        with f:
+            data = f.read(limit + 1)
         if len(data) > limit:
             raise StoreError(f"{key} is larger than {limit} bytes")
         return data
@@ -213,34 +230,19 @@ class DirStore(Store):
         # A folder keeps no user metadata: arrival order here is the file's mtime (ns on ext4, 2 s on
         # FAT32, 10 ms on exFAT; versions tied there keep their name order).
         del metadata
-        path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if only_if_absent:
-            try:
-                os.link(tmp, path)  # atomic "create if absent"
-            except FileExistsError:
-                os.unlink(tmp)
-                raise StoreError(f"{key} already exists") from None
-            except OSError:  # no hard links (FAT32, exFAT media): check, then rename
-                if os.path.lexists(path):
-                    os.unlink(tmp)
-                    raise StoreError(f"{key} already exists") from None
-                os.replace(tmp, path)
-            else:
-                os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
+        self._path(key)
+        try:
+            safe_fs.write_below(self.root, key, data, exclusive=only_if_absent)  # "create if absent": a hard link
+        except FileExistsError:
+            raise StoreError(f"{key} already exists") from None
 
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
+        self._path(key)
         try:
-            f = open(self._path(key), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+            fd = safe_fs.open_below(self.root, key)
         except FileNotFoundError:
             raise StoreError(f"{key} is missing from {self.description}") from None
+        f = os.fdopen(fd, "rb", buffering=0)
         actual = os.fstat(f.fileno()).st_size
         if actual != size:
             f.close()
@@ -262,8 +264,13 @@ class DirStore(Store):
         return _DirWriter(self, blobs_prefix, on_bytes)
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(key))
+        self._path(key)
+        parts = safe_fs.split_below(key)
+        try:
+            with safe_fs.folder_below(self.root, "/".join(parts[:-1])) as folder:
+                os.unlink(parts[-1], dir_fd=folder)  # a link is removed, never what it points to
+        except FileNotFoundError:
+            pass
 
 
 class _CountingReader(io.RawIOBase):
@@ -317,10 +324,10 @@ class _DirWriter(BlobWriter):
         super().__init__()
         self._store = store
         self._prefix = blobs_prefix
-        folder = store._path(blobs_prefix.rstrip("/"))
-        os.makedirs(folder, exist_ok=True)
-        self._tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
-        self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in close/abort
+        store._path(blobs_prefix.rstrip("/"))
+        # The final name is the SHA-256, known at the end; the file is made in its folder under a temporary one.
+        self._new = safe_fs.NewFile(store.root, blobs_prefix + "pending")
+        self._f = self._new.file
         self._on_bytes = on_bytes
 
     def write(self, chunk: bytes) -> None:
@@ -331,18 +338,12 @@ class _DirWriter(BlobWriter):
             self._on_bytes(len(chunk))
 
     def close(self, background: Executor | None = None) -> Written:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
         digest = self._hash.hexdigest()
-        key = self._prefix + digest
-        os.replace(self._tmp, self._store._path(key))
-        return Written(key, self.size, digest)
+        self._new.commit(name=digest)
+        return Written(self._prefix + digest, self.size, digest)
 
     def abort(self) -> None:
-        self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        self._new.discard()
 
 
 # ---------------------------------------------------------------------------------------------- S3
