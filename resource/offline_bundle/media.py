@@ -7,10 +7,17 @@ under a temporary name, synced and renamed, so a piece that exists is whole; the
 written last. Nothing is staged anywhere else: disk use is the pieces plus at most one piece in
 progress. A re-run keeps every piece its index lists once it hashes the same again.
 
-import: the medium's commit object is verified first with the far side's trusted keys; payloads
-already in the bucket are skipped (they are named by content); the others are uploaded piece by
-piece into one multipart upload each and completed only if every piece and the whole payload match
-(``verified_upload``); the commit object goes last, and only if the version is absent or identical.
+import: the medium's commit object is verified first with the far side's trusted keys; a payload
+already in the bucket is skipped only when its bytes hash to the signed manifest's SHA-256 (read
+back: a same-size object planted there is replaced); the others are uploaded piece by piece into
+one multipart upload each, no piece sent before it matched its hash, and completed only if the
+whole payload matches (``verified_upload``); the commit object goes last, and only if the version
+is absent or identical.
+
+The medium is hostile input: whoever carried it may have planted links, pipes, folders where files
+belong, or pieces of something else. Every file on it is read and written through ``safe_fs``
+(no link followed on any component, regular files only), and nothing read from it is sent before
+it matched a hash, so a piece linked to a file of this machine cannot leave it.
 
 The medium layout is described in ``pieces.py``.
 """
@@ -21,11 +28,12 @@ import contextlib
 import hashlib
 import os
 import shutil
-import uuid
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from . import safe_fs
 from .approvals import carry_approvals
 from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys, write_commit
 from .config import Source
@@ -41,22 +49,24 @@ from .pieces import (
     MediumStore,
     Piece,
     PieceIndex,
+    check_key,
     check_piece_size,
-    fsync_dir,
     hash_file,
+    index_key,
     index_path,
     load_index,
     medium_path,
     piece_name,
     piece_plan,
     pieces_dir,
+    pieces_key,
     remove_pieces,
     write_atomic,
 )
 from .progress import Progress, human
 from .records import write_record
 from .store import Store, choose_part_size
-from .verified_upload import PieceSource, upload_verified
+from .verified_upload import PieceSource, holds_payload, upload_verified
 from .versions import order
 
 Log = Callable[[str], None]
@@ -151,9 +161,9 @@ class Exporter:
             w, k, b = self._export_payload(plan)
             written, kept, nbytes = written + w, kept + k, nbytes + b
 
-        target = medium_path(self.root, commit_key(source, version))
-        if _read(target) != trusted.commit_bytes:
-            write_atomic(target, trusted.commit_bytes)
+        target = commit_key(source, version)
+        if _read(self.root, target) != trusted.commit_bytes:
+            write_atomic(self.root, target, trusted.commit_bytes)
         approvals = carry_approvals(source, self.store, MediumStore(self.root), trusted, self.log)
         self.log(
             f"exported {manifest.name} {version} to {self.root}: {len(plans)} payload(s), "
@@ -206,13 +216,11 @@ class Exporter:
             index = None
         if index is None:
             index = fresh
-        folder = pieces_dir(self.root, payload.key)
+        folder = pieces_key(payload.key)
         kept = 0
         for p in index.pieces:
-            path = os.path.join(folder, p.name)
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(path).st_size == p.size:
-                    kept += p.size
+            if _regular_size(self.root, f"{folder}/{p.name}") == p.size:
+                kept += p.size
         return _PayloadPlan(payload, parts, index, kept)
 
     def _check_room(self, plans: list[_PayloadPlan], commit_size: int) -> None:
@@ -230,11 +238,11 @@ class Exporter:
 
     def _export_payload(self, plan: _PayloadPlan) -> tuple[int, int, int]:
         payload = plan.payload
-        folder = pieces_dir(self.root, payload.key)
-        os.makedirs(folder, exist_ok=True)
-        for leftover in os.listdir(folder):
-            if leftover.startswith(TMP_PREFIX):  # a piece in progress when an earlier run was killed
-                os.unlink(os.path.join(folder, leftover))
+        folder = pieces_key(payload.key)
+        with safe_fs.folder_below(self.root, folder, create=True) as fd:
+            leftovers = [name for name in os.listdir(fd) if name.startswith(TMP_PREFIX)]
+        for leftover in leftovers:  # a piece in progress when an earlier run was killed
+            safe_fs.remove_below(self.root, f"{folder}/{leftover}")
         label = f"payload {payload.sha256[:12]}… (part {', '.join(plan.parts)})"
         index = plan.index
         known = {p.number: p for p in index.pieces}
@@ -242,18 +250,22 @@ class Exporter:
         whole = hashlib.sha256()
         written = kept = nbytes = 0
         for number, (offset, length) in enumerate(piece_plan(payload.size, self.piece_size), 1):
-            path = os.path.join(folder, piece_name(number))
+            path = f"{folder}/{piece_name(number)}"
             entry = known.get(number)
-            if entry is not None and (entry.offset, entry.size) == (offset, length) and _size_of(path) == length:
+            if (
+                entry is not None
+                and (entry.offset, entry.size) == (offset, length)
+                and _regular_size(self.root, path) == length
+            ):
                 piece_hash, candidate = hashlib.sha256(), whole.copy()
-                hash_file(path, piece_hash, candidate, on_bytes=progress.add)
+                hash_file(self.root, path, piece_hash, candidate, on_bytes=progress.add)
                 if piece_hash.hexdigest() == entry.sha256:
                     whole, kept = candidate, kept + 1
                     continue
                 self.log(f"{label}: piece {entry.name} on the medium does not match its index; writing it again")
-            digest = self._write_piece(payload, offset, length, folder, path, whole, progress)
+            digest = self._write_piece(payload, offset, length, path, whole, progress)
             index = index.with_piece(Piece(number, offset, length, digest))
-            write_atomic(index_path(self.root, payload.key), index.to_json_bytes())
+            write_atomic(self.root, index_key(payload.key), index.to_json_bytes())
             written, nbytes = written + 1, nbytes + length
         if whole.hexdigest() != payload.sha256:
             remove_pieces(self.root, payload.key)
@@ -262,8 +274,8 @@ class Exporter:
                 "SHA-256; its pieces were removed from the medium"
             )
         index = PieceIndex(index.sha256, index.size, index.piece_size, index.pieces, complete=True)
-        write_atomic(os.path.join(folder, SUMS_NAME), index.sha256sums().encode("ascii"))
-        write_atomic(index_path(self.root, payload.key), index.to_json_bytes())
+        write_atomic(self.root, f"{folder}/{SUMS_NAME}", index.sha256sums().encode("ascii"))
+        write_atomic(self.root, index_key(payload.key), index.to_json_bytes())
         progress.finish()
         self.log(f"{label}: {written} piece(s) written, {kept} kept; SHA-256 of the whole payload verified")
         return written, kept, nbytes
@@ -273,67 +285,75 @@ class Exporter:
         payload: Payload,
         offset: int,
         length: int,
-        folder: str,
         path: str,
         whole: Any,
         progress: Progress,
     ) -> str:
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+        """Write one piece under a temporary name, then rename it: a link planted at its name is replaced."""
+        new = safe_fs.NewFile(self.root, path, tmp_prefix=f"{TMP_PREFIX}{path.rpartition('/')[2]}-")
         piece_hash = hashlib.sha256()
         got = 0
         reader = self.store.open_range(payload.key, payload.size, offset, offset + length)
         try:
-            with open(tmp, "xb") as f:
-                while got < length:
-                    data = reader.read(min(CHUNK, length - got))
-                    if not data:
-                        break
-                    piece_hash.update(data)
-                    whole.update(data)
-                    f.write(data)
-                    got += len(data)
-                    progress.add(len(data))
-                f.flush()
-                os.fsync(f.fileno())
+            while got < length:
+                data = reader.read(min(CHUNK, length - got))
+                if not data:
+                    break
+                piece_hash.update(data)
+                whole.update(data)
+                new.file.write(data)
+                got += len(data)
+                progress.add(len(data))
             if got != length:
                 raise StoreError(f"{payload.key} ended at byte {offset + got} of {payload.size}")
-            os.replace(tmp, path)
+            new.commit()
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            new.discard()
             raise
         finally:
             reader.close()
-        fsync_dir(folder)
         return piece_hash.hexdigest()
 
 
-def _read(path: str) -> bytes | None:
+def _read(root: str, key: str) -> bytes | None:
+    """A file on the medium (a regular file below its root, never through a link), or None."""
     try:
-        with open(path, "rb") as f:
+        with safe_fs.open_file_below(root, key) as f:
             return f.read()
     except FileNotFoundError:
         return None
 
 
-def _ranges_of_file(path: str, size: int) -> list[PieceSource]:
+def _regular_size(root: str, key: str) -> int | None:
+    """The size of a regular file on the medium; None for nothing, a link or any other node."""
+    st = safe_fs.lstat_below(root, key)
+    return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def _opened(root: str, key: str, size: int, label: str) -> BinaryIO:
+    """A regular file on the medium, opened without following links; it must still be ``size`` bytes."""
+    try:
+        f = safe_fs.open_file_below(root, key)
+    except FileNotFoundError:
+        raise VerificationError(f"{label} disappeared from the medium during the import") from None
+    if os.fstat(f.fileno()).st_size != size:
+        f.close()
+        raise VerificationError(f"{label} changed size during the import")
+    return f
+
+
+def _ranges_of_file(root: str, key: str, size: int) -> list[PieceSource]:
     """A whole payload file sent as multipart parts (``choose_part_size``), each a window on the file."""
     part = choose_part_size(size)
+    path = medium_path(root, key)
 
     def opener(offset: int, length: int) -> Callable[[], BinaryIO]:
-        return lambda: FileWindow(path, offset, length)  # type: ignore[return-value]
+        return lambda: FileWindow(_opened(root, key, size, path), offset, length)  # type: ignore[return-value]
 
     return [
         PieceSource(n, min(part, size - off), None, f"bytes {off}- of {path}", opener(off, min(part, size - off)))
         for n, off in enumerate(range(0, size, part), 1)
     ]
-
-
-def _size_of(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return None
 
 
 # -------------------------------------------------------------------------------------------- import
@@ -358,7 +378,10 @@ class Importer:
         self.source = source
         self.store = store
         self.root = os.path.abspath(root)
-        self.medium = MediumStore(self.root) if os.path.isdir(root) else None
+        self.medium: MediumStore | None = None
+        with contextlib.suppress(FileNotFoundError):
+            safe_fs.check_root(self.root)  # a file, or a path too long to open: one clear line
+            self.medium = MediumStore(self.root)
         self.log = log
         self.env = env
 
@@ -405,8 +428,8 @@ class Importer:
         present: list[str] = []
         problems: list[str] = []
         for payload, parts in unique_payloads(manifest):
-            info = self.store.head(payload.key)
-            if info is not None and info.size == payload.size:
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            if holds_payload(self.store, payload.key, payload.size, payload.sha256, self.log, label=label):
                 present.append(payload.key)
                 continue
             try:
@@ -464,58 +487,56 @@ class Importer:
         )
 
     def _medium_sources(self, payload: Payload, parts: list[str]) -> list[PieceSource]:
-        """The payload's pieces on the medium, checked for presence and size before any upload starts.
+        """The payload's pieces on the medium, checked for presence, kind and size before any upload starts.
 
         A medium written by ``pack --to-dir`` holds the payload as one file: it is sent in ranges then,
-        with only the payload's SHA-256 to check.
+        with only the payload's SHA-256 to check (``upload_verified`` reads it all before sending any).
+        Every file is a regular file below the medium's root, reached without following a link.
         """
         where = f"payload of part {', '.join(parts)}"
-        whole = medium_path(self.root, payload.key)
         index = load_index(self.root, payload.key)
-        if index is None and os.path.isfile(whole):
-            if _size_of(whole) != payload.size:
-                raise VerificationError(f"{where}: {whole} is not the {payload.size} bytes the signed manifest says")
-            return _ranges_of_file(whole, payload.size)
         if index is None:
-            raise BundleError(
-                f"{where} is neither on {self.root} nor in {self.store.description} "
-                "(a medium exported with --since needs that version imported first)"
-            )
+            size = safe_fs.regular_size_below(self.root, check_key(payload.key))
+            if size is None:
+                raise BundleError(
+                    f"{where} is neither on {self.root} nor in {self.store.description} "
+                    "(a medium exported with --since needs that version imported first)"
+                )
+            if size != payload.size:
+                raise VerificationError(
+                    f"{where}: {medium_path(self.root, payload.key)} is not the {payload.size} bytes "
+                    "the signed manifest says"
+                )
+            return _ranges_of_file(self.root, payload.key, payload.size)
         path = index_path(self.root, payload.key)
         if (index.sha256, index.size) != (payload.sha256, payload.size):
             raise VerificationError(f"{path} describes another payload than the signed manifest")
         index.check_complete(path)
-        folder = pieces_dir(self.root, payload.key)
+        folder, shown = pieces_key(payload.key), pieces_dir(self.root, payload.key)
         for piece in index.pieces:
-            size = _size_of(os.path.join(folder, piece.name))
+            size = safe_fs.regular_size_below(self.root, f"{folder}/{piece.name}")
             if size is None:
-                raise VerificationError(f"{where}: piece {piece.name} is missing from {folder}")
+                raise VerificationError(f"{where}: piece {piece.name} is missing from {shown}")
             if size != piece.size:
                 raise VerificationError(
-                    f"{where}: piece {piece.name} in {folder} is {size} bytes where its index says {piece.size}"
+                    f"{where}: piece {piece.name} in {shown} is {size} bytes where its index says {piece.size}"
                 )
         return self._piece_sources(payload, index)
 
     def _piece_sources(self, payload: Payload, index: PieceIndex) -> list[PieceSource]:
-        folder = pieces_dir(self.root, payload.key)
+        folder = pieces_key(payload.key)
+        shown = pieces_dir(self.root, payload.key)
 
-        def opener(path: str, size: int) -> Callable[[], BinaryIO]:
-            def open_piece() -> BinaryIO:
-                f = open(path, "rb")  # noqa: SIM115 - the uploader closes it
-                if os.fstat(f.fileno()).st_size != size:
-                    f.close()
-                    raise VerificationError(f"piece {path} changed size during the import")
-                return f
-
-            return open_piece
+        def opener(key: str, size: int, label: str) -> Callable[[], BinaryIO]:
+            return lambda: _opened(self.root, key, size, label)
 
         return [
             PieceSource(
                 p.number,
                 p.size,
                 p.sha256,
-                f"piece {p.name} ({os.path.join(folder, p.name)})",
-                opener(os.path.join(folder, p.name), p.size),
+                f"piece {p.name} ({os.path.join(shown, p.name)})",
+                opener(f"{folder}/{p.name}", p.size, f"piece {p.name} ({os.path.join(shown, p.name)})"),
             )
             for p in index.pieces
         ]

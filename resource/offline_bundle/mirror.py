@@ -1,15 +1,18 @@
 """``mirror``: committed versions copied store to store, for automated cross-domain links.
 
 Each version's commit object is verified with the far side's trusted keys (what its gets will
-demand) before anything of that version is written there; payloads the far side already holds are
-skipped (they are named by content), the others are streamed from A to B part by part, hashed on
-the way, into a multipart upload that is completed only when the payload's SHA-256 matches the
-signed manifest; the commit object goes last. A version that fails is reported and the others go
-on: one bad version must not hold back the rest, and the exit status still says something failed.
+demand) before anything of that version is written there. A payload B already holds is skipped
+only when its bytes hash to the signed manifest's SHA-256 (read back from B: a same-size object
+planted by anyone who may write to B is replaced). The others are read from A twice: the first
+read must match the signed manifest's SHA-256 before a byte is sent to B, the second is sent
+part by part, each block checked against the first read (``verified_upload``): A's writers cannot
+get a byte into B that the signer did not sign. The commit object goes last. A version that fails
+is reported and the others go on: one bad version must not hold back the rest, and the exit
+status still says something failed.
 
 Memory holds one multipart part (``choose_part_size``: 8 MiB up to ~70 GiB payloads); nothing is
 written to local disk. An interrupted payload resumes from the parts already in B (each checked
-by reading its range from A again); a version's commit object is never written before its payloads.
+against the first read from A); a version's commit object is never written before its payloads.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .manifest import Payload
 from .media import unique_payloads
 from .records import write_record
 from .store import Store, choose_part_size
-from .verified_upload import PieceSource, upload_verified
+from .verified_upload import PieceSource, holds_payload, upload_verified
 from .versions import order
 
 Log = Callable[[str], None]
@@ -120,11 +123,10 @@ class Mirror:
         copied: list[str] = []
         present: list[str] = []
         for payload, parts in unique_payloads(trusted.manifest):
-            info = self.dst_store.head(payload.key)
-            if info is not None and info.size == payload.size:
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            if holds_payload(self.dst_store, payload.key, payload.size, payload.sha256, self.log, label=label):
                 present.append(payload.key)
                 continue
-            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
             outcome = upload_verified(
                 self.dst_store,
                 payload.key,

@@ -21,19 +21,17 @@ manifest is checked over all the pieces together. The index only lets a failure 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
+from . import safe_fs
 from .errors import ConfigError, VerificationError
 from .store import DirStore, ObjectInfo
 
@@ -128,10 +126,12 @@ class PieceIndex:
         plan = piece_plan(self.size, self.piece_size)
         got = [(p.number, p.offset, p.size) for p in self.pieces]
         want = [(i, off, length) for i, (off, length) in enumerate(plan, 1)]
-        if not self.complete or got != want:
+        if not self.complete:
             raise VerificationError(
                 f"{where} does not list the pieces of the whole payload: the export did not finish; run it again"
             )
+        if got != want:
+            raise _bad(where, f"its {len(got)} piece(s) do not cover the payload's {self.size} bytes in order")
 
 
 def _bad(where: str, what: str) -> VerificationError:
@@ -141,7 +141,7 @@ def _bad(where: str, what: str) -> VerificationError:
 def parse_index(data: bytes, where: str) -> PieceIndex:
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of thousands of digits, nesting
         raise _bad(where, "not JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
         raise _bad(where, f"format is not {INDEX_FORMAT}")
@@ -154,15 +154,21 @@ def parse_index(data: bytes, where: str) -> PieceIndex:
     sha, size = payload.get("sha256"), payload.get("size")
     if not isinstance(sha, str) or not _HEX64.match(sha) or not _is_count(size) or not _is_count(piece_size):
         raise _bad(where, "bad payload sha256, size or piece_size")
+    if not MIN_PIECE <= piece_size <= MAX_PIECE:
+        raise _bad(where, f"piece_size {piece_size} is not between 5 MiB and 5 GiB")
+    if -(-size // piece_size) > MAX_PIECES or len(pieces) > MAX_PIECES:
+        raise _bad(where, f"more than {MAX_PIECES} pieces")
     out = []
     for i, p in enumerate(pieces):
         if not isinstance(p, dict):
             raise _bad(where, f"pieces[{i}] is not a map")
         name, offset, psize, psha = p.get("name"), p.get("offset"), p.get("size"), p.get("sha256")
-        if not (isinstance(name, str) and re.fullmatch(r"\d{5}", name) and int(name) >= 1):
+        if not (isinstance(name, str) and re.fullmatch(r"[0-9]{5}", name) and int(name) >= 1):
             raise _bad(where, f"pieces[{i}].name is not a 5-digit piece number")
         if not _is_count(offset) or not _is_count(psize) or not isinstance(psha, str) or not _HEX64.match(psha):
             raise _bad(where, f"pieces[{i}] has a bad offset, size or sha256")
+        if psize > piece_size or offset + psize > size:
+            raise _bad(where, f"pieces[{i}] reaches beyond the payload or its piece size")
         out.append(Piece(int(name), offset, psize, psha))
     if len({p.number for p in out}) != len(out):
         raise _bad(where, "a piece is listed twice")
@@ -174,68 +180,62 @@ def _is_count(value: object) -> bool:
 
 
 # ------------------------------------------------------------------------------------- on the medium
+#
+# Every file on a medium is reached through ``safe_fs`` with its key relative to the medium's root:
+# no link on the medium is followed, for reading or for writing.
+
+
+def check_key(key: str) -> str:
+    """A key from a verified manifest, still checked: it must name a place below the medium's root."""
+    if key.startswith("/") or ".." in key.split("/") or "\\" in key:
+        raise VerificationError(f"unsafe key {key!r}")
+    safe_fs.split_below(key)
+    return key
 
 
 def medium_path(root: str, key: str) -> str:
-    """Where an object key lives below the medium's root; keys come from a verified manifest, still checked."""
-    if key.startswith("/") or ".." in key.split("/") or "\\" in key:
-        raise VerificationError(f"unsafe key {key!r}")
-    return os.path.join(root, *key.split("/"))
+    """Where an object key lives below the medium's root (for messages; files are opened by key)."""
+    return os.path.join(root, *check_key(key).split("/"))
+
+
+def index_key(payload_key: str) -> str:
+    return check_key(payload_key) + INDEX_SUFFIX
+
+
+def pieces_key(payload_key: str) -> str:
+    return check_key(payload_key) + PIECES_SUFFIX
 
 
 def index_path(root: str, payload_key: str) -> str:
-    return medium_path(root, payload_key + INDEX_SUFFIX)
+    return medium_path(root, index_key(payload_key))
 
 
 def pieces_dir(root: str, payload_key: str) -> str:
-    return medium_path(root, payload_key + PIECES_SUFFIX)
+    return medium_path(root, pieces_key(payload_key))
 
 
 def load_index(root: str, payload_key: str) -> PieceIndex | None:
     path = index_path(root, payload_key)
     try:
-        with open(path, "rb") as f:
-            data = f.read(INDEX_MAX_BYTES + 1)
+        f = safe_fs.open_file_below(root, index_key(payload_key))
     except FileNotFoundError:
         return None
+    with f:
+        data = f.read(INDEX_MAX_BYTES + 1)
     if len(data) > INDEX_MAX_BYTES:
         raise _bad(path, "too large")
     return parse_index(data, path)
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable (a medium pulled right after must not lose it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (vfat through some drivers) cannot fsync a folder; the file itself was synced
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(root: str, key: str, data: bytes) -> None:
     """Temp name, fsync, rename: a reader (or a resumed run) sees the old file or the new one, never half."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
+    safe_fs.write_below(root, check_key(key), data)
 
 
-def hash_file(path: str, *hashers: Any, on_bytes: Callable[[int], None] | None = None) -> int:
-    """Feed a file to every hasher; returns its size."""
+def hash_file(root: str, key: str, *hashers: Any, on_bytes: Callable[[int], None] | None = None) -> int:
+    """Feed a regular file below the root to every hasher; returns its size."""
     total = 0
-    with open(path, "rb") as f:
+    with safe_fs.open_file_below(root, check_key(key)) as f:
         while chunk := f.read(CHUNK):
             for h in hashers:
                 h.update(chunk)
@@ -246,9 +246,8 @@ def hash_file(path: str, *hashers: Any, on_bytes: Callable[[int], None] | None =
 
 
 def remove_pieces(root: str, payload_key: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(index_path(root, payload_key))
-    shutil.rmtree(pieces_dir(root, payload_key), ignore_errors=True)
+    safe_fs.remove_below(root, index_key(payload_key))
+    safe_fs.remove_below(root, pieces_key(payload_key))
 
 
 # ------------------------------------------------------------------------- reading a medium as a store
@@ -277,10 +276,12 @@ class MediumStore(DirStore):
     """
 
     def _complete_index(self, key: str) -> PieceIndex | None:
-        if os.path.exists(self._path(key)):
+        if safe_fs.lstat_below(self.root, check_key(key)) is not None:
             return None
         try:
             idx = load_index(self.root, key)
+        except safe_fs.UnsafePathError:
+            raise
         except VerificationError:
             return None
         return idx if idx is not None and idx.complete else None
@@ -292,7 +293,9 @@ class MediumStore(DirStore):
         idx = self._complete_index(key)
         if idx is None:
             return None
-        st = os.stat(index_path(self.root, key))
+        st = safe_fs.lstat_below(self.root, index_key(key))
+        if st is None:
+            return None
         return ObjectInfo(key, idx.size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -315,22 +318,25 @@ class MediumStore(DirStore):
                 "the payload was altered or replaced"
             )
         idx.check_complete(index_path(self.root, key))
-        return JoinedPieces(pieces_dir(self.root, key), idx, on_bytes)
+        return JoinedPieces(self.root, pieces_key(key), idx, on_bytes)
 
     def delete(self, key: str) -> None:
         super().delete(key)
-        if os.path.exists(index_path(self.root, key)) or os.path.isdir(pieces_dir(self.root, key)):
-            remove_pieces(self.root, key)
+        remove_pieces(self.root, key)
 
 
 class JoinedPieces(io.RawIOBase):
     """A payload's pieces read as one stream; each piece's size and SHA-256 must match its index entry."""
 
-    def __init__(self, folder: str, index: PieceIndex, on_bytes: Callable[[int], None] | None = None) -> None:
-        self._folder = folder
+    def __init__(
+        self, root: str, folder_key: str, index: PieceIndex, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        self._root = root
+        self._folder_key = folder_key
+        self._folder = medium_path(root, folder_key)
         self._on_bytes = on_bytes
         self._pieces = list(index.pieces)
-        self._current: io.BufferedReader | None = None
+        self._current: BinaryIO | None = None
         self._piece: Piece | None = None
         self._hash = hashlib.sha256()
         self._read = 0
@@ -342,9 +348,8 @@ class JoinedPieces(io.RawIOBase):
         if not self._pieces:
             return False
         self._piece = self._pieces.pop(0)
-        path = os.path.join(self._folder, self._piece.name)
         try:
-            self._current = open(path, "rb")  # noqa: SIM115 - closed when the piece ends or in close()
+            self._current = safe_fs.open_file_below(self._root, f"{self._folder_key}/{self._piece.name}")
         except FileNotFoundError:
             raise VerificationError(f"piece {self._piece.name} is missing from {self._folder}") from None
         self._hash = hashlib.sha256()
@@ -389,10 +394,13 @@ class JoinedPieces(io.RawIOBase):
 
 
 class FileWindow(io.RawIOBase):
-    """Bytes ``[offset, offset + length)`` of a file as a seekable stream of its own (positions from 0)."""
+    """Bytes ``[offset, offset + length)`` of an open file as a seekable stream of its own (positions from 0).
 
-    def __init__(self, path: str, offset: int, length: int) -> None:
-        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+    It takes the file already opened (through ``safe_fs`` for a medium) and closes it when closed.
+    """
+
+    def __init__(self, f: BinaryIO, offset: int, length: int) -> None:
+        self._f = f
         self._offset = offset
         self._length = length
         self._pos = 0

@@ -1,16 +1,34 @@
-"""A multipart upload straight to a payload's final key, completed only when every byte checks out.
+"""A multipart upload straight to a payload's final key: no byte is sent before it matched a hash.
 
-Import and mirror know a payload's name (its SHA-256, from the signed manifest) before they send a
-byte, so unlike a put they upload straight to ``_blobs/<sha256>``: that object does not exist until
-CompleteMultipartUpload, which is sent only after each piece's SHA-256 (when the medium's index gives
-one) and the whole payload's size and SHA-256 matched. A mismatch aborts the upload, so a damaged or
-tampered transfer leaves nothing under the payload's name.
+Import and mirror know a payload's key and SHA-256 (from the signed manifest) before they read a
+byte, so they upload straight to that key: the object does not exist until
+CompleteMultipartUpload, which is sent only after the whole payload's size and SHA-256 matched.
+
+Nothing is sent unverified, even into an upload that is never completed: the parts of an open (or
+aborted-too-late) upload can be listed, read and completed by anyone who may write to the bucket,
+so a byte sent before its check could leave the machine for good. Each piece is therefore read
+twice. The first read hashes it — the whole piece (SHA-256 and MD5) and each 1 MiB block of it —
+and the piece must match its expected hash before anything of it is sent. The second read is the
+one that is sent: each block is read into memory, hashed, and handed to the HTTP client only when
+it equals the block the first read saw, so a file that changes in between (or a device that
+answers a second read differently) is stopped before the changed block leaves.
+
+What a piece is checked against:
+
+- pieces with a hash of their own (a medium's index, written by ``export``): that hash, piece by
+  piece. The index is unsigned, but bytes can only match a hash their writer chose if that writer
+  knew them: nothing of this machine that the carrier did not already hold can pass. The whole
+  payload's SHA-256 from the signed manifest still decides whether the upload is completed. The
+  second read of a piece follows its first at once, so it is mostly served from the page cache.
+- pieces without one (a payload file written by ``pack --to-dir``, a payload mirrored from
+  another store): every piece is read first and the whole payload must match the signed
+  manifest's SHA-256 before the upload is even started; the second pass then checks each block
+  against the first. The cost is one more full read of the source.
 
 Resuming: an upload interrupted by a kill or a dead link stays open in the store. The next run finds
 it (ListMultipartUploads on the key), lists its parts, and keeps a part when its size and its ETag
 (the MD5 of the part, as S3 and SeaweedFS report it for parts not encrypted with KMS) equal those of
-the piece read again from its source. The re-read also feeds the payload hash, so no byte is trusted
-unseen; a part whose ETag is not a plain MD5 is simply uploaded again.
+the piece's verified first read; a part whose ETag is not a plain MD5 is simply uploaded again.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ from .store import S3Store, Store, _ride_out_outage, _s3_error
 
 Log = Callable[[str], None]
 CHUNK = 1 << 20
+BLOCK = 1 << 20  # the unit the second read checks before sending; its digests take 32 bytes per MiB
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _MD5 = re.compile(r"[0-9a-f]{32}\Z")
 
@@ -51,35 +70,73 @@ class UploadOutcome:
     bytes_sent: int
 
 
+@dataclass(frozen=True)
+class Survey:
+    """What the first read of a piece saw: its SHA-256 and MD5, and the SHA-256 of each ``BLOCK``."""
+
+    sha256: str
+    md5: str
+    blocks: tuple[bytes, ...]
+
+
 def _etag(value: object) -> str:
     return str(value or "").strip('"').lower()
 
 
-class HashingBody(io.RawIOBase):
-    """A piece as botocore reads it, hashed in the pass that is sent.
+def _read_exactly(raw: BinaryIO, n: int, label: str) -> bytes:
+    chunks = []
+    left = n
+    while left:
+        data = raw.read(left)
+        if not data:
+            raise VerificationError(f"{label} ended {left} bytes short of its {n}-byte block; nothing of it was sent")
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks)
 
-    botocore may read a body more than once (over plain HTTP to sign its SHA-256, and again after a
-    retry), rewinding to 0 in between; the hashes restart at every rewind, so they always describe
-    the last complete pass: the bytes the store received (the signature covers them over HTTP, and
-    the part's ETag is compared with their MD5).
+
+def survey(raw: BinaryIO, size: int, whole: Any, label: str, on_bytes: Callable[[int], None] | None = None) -> Survey:
+    """Read ``size`` bytes of a piece once, feeding ``whole`` too; the stream must end there."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    blocks = []
+    for start in range(0, size, BLOCK):
+        data = _read_exactly(raw, min(BLOCK, size - start), label)
+        sha.update(data)
+        md5.update(data)
+        whole.update(data)
+        blocks.append(hashlib.sha256(data).digest())
+        if on_bytes:
+            on_bytes(len(data))
+    if raw.read(1):
+        raise VerificationError(f"{label} is longer than the {size} bytes expected; nothing of it was sent")
+    return Survey(sha.hexdigest(), md5.hexdigest(), tuple(blocks))
+
+
+class BlockChanged(BaseException):  # noqa: N818 - not an error of its own: see the docstring
+    """A block read for sending differs from the first read.
+
+    A BaseException on purpose: botocore wraps any ``Exception`` a body raises into a retryable
+    HTTPClientError and would send the request again a dozen times; this one passes through the
+    HTTP client (which drops the connection, so the part is never stored) to ``_upload_part``,
+    which turns it into a ``VerificationError``.
     """
 
-    def __init__(self, raw: BinaryIO, size: int, whole_before: Any) -> None:
+
+class VerifiedBody(io.RawIOBase):
+    """A piece as botocore reads it: only bytes of blocks that equal the first read are handed over.
+
+    botocore may read a body more than once (over plain HTTP to sign its SHA-256, and again after a
+    retry) and seeks back in between; every block is read and checked again on each pass.
+    """
+
+    def __init__(self, raw: BinaryIO, size: int, seen: Survey, label: str) -> None:
         self._raw = raw
         self._size = size
-        self._base = whole_before.copy()
+        self._seen = seen
+        self._label = label
         self._pos = 0
-        self._restart()
-
-    def _restart(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.whole = self._base.copy()
-        self._hashed = 0
-
-    @property
-    def complete(self) -> bool:
-        return self._hashed == self._size
+        self._block = -1
+        self._buf = b""
 
     def readable(self) -> bool:
         return True
@@ -92,21 +149,34 @@ class HashingBody(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        self._raw.seek(self._pos)
-        if self._pos == 0:
-            self._restart()
+        self._pos = min(max(0, base + offset), self._size)
         return self._pos
 
+    def _load(self, block: int) -> None:
+        start = block * BLOCK
+        self._raw.seek(start)
+        try:
+            data = _read_exactly(self._raw, min(BLOCK, self._size - start), self._label)
+        except VerificationError as e:  # the piece got shorter since its check
+            raise BlockChanged(str(e)) from None
+        if hashlib.sha256(data).digest() != self._seen.blocks[block]:
+            self._block, self._buf = -1, b""
+            raise BlockChanged(
+                f"{self._label} changed between its check and its upload (bytes {start}-{start + len(data) - 1}); "
+                "the changed bytes were not sent and nothing was committed"
+            )
+        self._block, self._buf = block, data
+
     def read(self, size: int | None = -1) -> bytes:
-        left = max(0, self._size - self._pos)
-        n = left if size is None or size < 0 else min(size, left)
-        data = self._raw.read(n) if n else b""
-        if data and self._pos == self._hashed:
-            self.sha256.update(data)
-            self.md5.update(data)
-            self.whole.update(data)
-            self._hashed += len(data)
+        if size is None or size < 0:  # all the rest: built from checked blocks too
+            return b"".join(iter(lambda: self.read(BLOCK), b""))
+        if self._pos >= self._size:
+            return b""
+        block = self._pos // BLOCK
+        if block != self._block:
+            self._load(block)
+        at = self._pos - block * BLOCK
+        data = self._buf[at : min(len(self._buf), at + size)]
         self._pos += len(data)
         return data
 
@@ -115,9 +185,34 @@ class HashingBody(io.RawIOBase):
         b[: len(data)] = data
         return len(data)
 
-    def consume(self) -> None:
-        while self.read(CHUNK):
-            pass
+
+def holds_payload(store: Store, key: str, size: int, sha256: str, log: Log, *, label: str) -> bool:
+    """Whether ``key`` already holds exactly the payload the signed manifest names.
+
+    A HEAD is not enough: size and ETag are whatever the object's writer made them (a multipart
+    ETag is no hash of the content), so anyone who may write to the bucket could plant other bytes
+    of the same size. The object is read back and hashed: one download from the store being
+    written, cheaper than sending the payload again, and the only way when the payload is not at
+    hand (a medium exported with ``--since``). Other bytes are reported and then replaced.
+    """
+    info = store.head(key)
+    if info is None:
+        return False
+    if info.size == size:
+        digest = hashlib.sha256()
+        reader = store.open_read(key, size)
+        try:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+        finally:
+            reader.close()
+        if digest.hexdigest() == sha256:
+            return True
+    log(
+        f"warning: {label}: {key} in {store.description} holds other bytes than the signed manifest names; "
+        "it will be replaced"
+    )
+    return False
 
 
 def upload_verified(
@@ -146,37 +241,44 @@ def upload_verified(
         store.put_bytes(key, b"")
         return UploadOutcome(0, 0, 0)
 
+    whole = hashlib.sha256()
+    seen: dict[int, Survey] = {}
+    indexed = all(p.sha256 is not None for p in pieces)
+    if not indexed:  # only the signed manifest's hash describes these bytes: all of them match it first
+        checking = Progress(f"{label} (checking)", size)
+        for piece in pieces:
+            with piece.open() as raw:
+                seen[piece.number] = survey(raw, piece.size, whole, f"{label}: {piece.label}", checking.add)
+        if whole.hexdigest() != sha256:
+            raise VerificationError(f"{label}: the bytes do not match the signed manifest's SHA-256; nothing was sent")
+        checking.finish()
+
     upload_id, parts = _resume_or_start(store, key, pieces, log, label)
     progress = Progress(label, size)
-    whole = hashlib.sha256()
     etags: dict[int, str] = {}
     uploaded = resumed = sent = 0
     try:
         for piece in pieces:
             with piece.open() as raw:
-                body = HashingBody(raw, piece.size, whole)
-                etag = None
+                first = seen.get(piece.number)
+                if first is None:
+                    first = survey(raw, piece.size, whole, f"{label}: {piece.label}")
+                    if first.sha256 != piece.sha256:
+                        raise VerificationError(
+                            f"{label}: {piece.label} does not match the SHA-256 its index gives: the piece was "
+                            "damaged or altered; nothing of it was sent, the upload was aborted and nothing was "
+                            "committed"
+                        )
                 old = parts.get(piece.number)
-                if old is not None and old[0] == piece.size and _MD5.match(old[1]):
-                    body.consume()
-                    if body.complete and body.md5.hexdigest() == old[1]:
-                        etag, resumed = old[1], resumed + 1
-                    else:
-                        body.seek(0)
-                if etag is None:
-                    etag = _upload_part(store, key, upload_id, piece, body)
+                if old is not None and old[0] == piece.size and old[1] == first.md5:
+                    etag, resumed = old[1], resumed + 1
+                else:
+                    body = VerifiedBody(raw, piece.size, first, f"{label}: {piece.label}")
+                    etag = _upload_part(store, key, upload_id, piece, body, first.md5)
                     uploaded, sent = uploaded + 1, sent + piece.size
-            if not body.complete:
-                raise StoreError(f"{label}: {piece.label} was not read in one pass; nothing was completed")
-            if piece.sha256 is not None and body.sha256.hexdigest() != piece.sha256:
-                raise VerificationError(
-                    f"{label}: {piece.label} does not match the SHA-256 its index gives: "
-                    "the piece was damaged or altered; the upload was aborted and nothing was committed"
-                )
-            whole = body.whole
             etags[piece.number] = etag
             progress.add(piece.size)
-        if whole.hexdigest() != sha256:
+        if indexed and whole.hexdigest() != sha256:
             raise VerificationError(
                 f"{label}: the pieces together do not match the signed manifest's SHA-256 "
                 "(pieces and index were altered alike); the upload was aborted and nothing was committed"
@@ -205,9 +307,9 @@ def _abort(store: S3Store, key: str, upload_id: str) -> None:
         store.abort_upload(key, upload_id)
 
 
-def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, body: HashingBody) -> str:
+def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, body: VerifiedBody, md5: str) -> str:
     def attempt() -> Any:
-        body.seek(0)  # every attempt sends (and hashes) the piece from its start
+        body.seek(0)  # every attempt sends (and checks) the piece from its start
         return store.client.upload_part(  # type: ignore[attr-defined]
             Bucket=store.bucket,
             Key=key,
@@ -219,10 +321,12 @@ def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, b
 
     try:
         r = _ride_out_outage(attempt)
+    except BlockChanged as e:
+        raise VerificationError(str(e)) from None
     except Exception as e:  # noqa: BLE001
         raise _s3_error(e, f"uploading {piece.label} to {key}") from None
     etag = _etag(r.get("ETag"))
-    if body.complete and _MD5.match(etag) and etag != body.md5.hexdigest():
+    if _MD5.match(etag) and etag != md5:
         raise VerificationError(f"the store received other bytes for {piece.label} than were read (its ETag differs)")
     return etag
 

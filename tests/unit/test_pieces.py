@@ -32,7 +32,7 @@ from offline_bundle.pieces import (
 )
 from offline_bundle.store import DirStore
 from offline_bundle.unpack import Unpacker
-from offline_bundle.verified_upload import HashingBody
+from offline_bundle.verified_upload import BlockChanged, VerifiedBody, survey
 
 PIECE = 5 * MiB
 SOURCE = Source(bucket="local-folder", name="demo", allow_unencrypted=True, allow_unsigned=True)
@@ -232,29 +232,45 @@ def test_a_different_piece_size_rewrites_the_payload(folder_bundle: tuple[Path, 
     assert any("in other pieces" in ln for ln in lines)
 
 
-# ----------------------------------------------------------------------------------------- hashing body
+# ------------------------------------------------------------------------------------- the verified body
 
 
-def test_the_hashing_body_describes_the_last_full_pass() -> None:
+def test_the_verified_body_hands_over_only_blocks_that_equal_the_first_read() -> None:
     data = os.urandom(3 * MiB + 5)
     before = hashlib.sha256(b"earlier pieces")
-    body = HashingBody(io.BytesIO(data), len(data), before)
+    whole = before.copy()
+    seen = survey(io.BytesIO(data), len(data), whole, "piece 00001")
+    assert seen.sha256 == hashlib.sha256(data).hexdigest() and seen.md5 == hashlib.md5(data).hexdigest()
+    assert len(seen.blocks) == 4 and whole.hexdigest() == hashlib.sha256(b"earlier pieces" + data).hexdigest()
+
+    body = VerifiedBody(io.BytesIO(data), len(data), seen, "piece 00001")
     assert body.read(1000) == data[:1000]
     body.seek(0)  # botocore rewinds after signing, and before a retry
-    body.seek(0, io.SEEK_END)
-    assert body.tell() == len(data)
+    assert body.seek(0, io.SEEK_END) == len(data) and body.read() == b""
+    body.seek(MiB - 10)
+    assert body.read(20) == data[MiB - 10 : MiB]  # a read stops at the end of its block
     body.seek(0)
-    body.consume()
-    assert body.complete
-    assert body.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert body.md5.hexdigest() == hashlib.md5(data).hexdigest()
-    assert body.whole.hexdigest() == hashlib.sha256(b"earlier pieces" + data).hexdigest()
-    assert before.hexdigest() == hashlib.sha256(b"earlier pieces").hexdigest()  # the caller's hash is untouched
+    assert b"".join(iter(lambda: body.read(70_000), b"")) == data
 
-    skipped = HashingBody(io.BytesIO(data), len(data), hashlib.sha256())
-    skipped.seek(10)
-    skipped.consume()
-    assert not skipped.complete  # a pass that did not start at 0 is never taken for the piece
+    changed = bytearray(data)
+    changed[2 * MiB + 7] ^= 1
+    body = VerifiedBody(io.BytesIO(bytes(changed)), len(data), seen, "piece 00001")
+    got = body.read(MiB) + body.read(MiB)  # the first two blocks are unchanged and handed over
+    assert got == data[: 2 * MiB]
+    with pytest.raises(BlockChanged, match="changed between its check and its upload"):
+        body.read(10)  # the third block is refused before a byte of it is handed over
+
+    short = VerifiedBody(io.BytesIO(data[:-1]), len(data), seen, "piece 00001")
+    short.seek(3 * MiB)
+    with pytest.raises(BlockChanged, match="short"):
+        short.read()
+
+
+def test_a_survey_refuses_a_stream_of_another_length() -> None:
+    with pytest.raises(VerificationError, match="short"):
+        survey(io.BytesIO(b"x" * 10), 11, hashlib.sha256(), "piece 00001")
+    with pytest.raises(VerificationError, match="longer"):
+        survey(io.BytesIO(b"x" * 12), 11, hashlib.sha256(), "piece 00001")
 
 
 def test_a_file_window_is_a_seekable_stream_of_its_own(tmp_path: Path) -> None:
@@ -262,7 +278,7 @@ def test_a_file_window_is_a_seekable_stream_of_its_own(tmp_path: Path) -> None:
 
     path = tmp_path / "f"
     path.write_bytes(bytes(range(256)) * 4)
-    with FileWindow(str(path), 300, 100) as w:
+    with FileWindow(open(path, "rb"), 300, 100) as w:  # noqa: SIM115 - the window closes it
         assert w.read(10) == bytes(range(44, 54))
         w.seek(0)
         assert w.read() == (bytes(range(256)) * 4)[300:400] and w.read(5) == b""
