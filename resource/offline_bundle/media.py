@@ -316,7 +316,9 @@ class Exporter:
 
 
 def _read(root: str, key: str) -> bytes | None:
-    """A file on the medium (a regular file below its root, never through a link), or None."""
+    """A regular file on the medium, or None (nothing there, or a link or other node that is to be replaced)."""
+    if _regular_size(root, key) is None:
+        return None
     try:
         with safe_fs.open_file_below(root, key) as f:
             return f.read()

@@ -340,6 +340,7 @@ class JoinedPieces(io.RawIOBase):
         self._piece: Piece | None = None
         self._hash = hashlib.sha256()
         self._read = 0
+        self._failure: VerificationError | None = None
 
     def readable(self) -> bool:
         return True
@@ -367,7 +368,17 @@ class JoinedPieces(io.RawIOBase):
             )
 
     def read(self, size: int = -1) -> bytes:
-        want = CHUNK if size is None or size < 0 else size
+        # A failure sticks: a reader that drains the rest after an error must not read on past a bad
+        # piece into the next ones (and then report a short payload instead of the piece).
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return self._read_on(CHUNK if size is None or size < 0 else size)
+        except VerificationError as e:
+            self._failure = e
+            raise
+
+    def _read_on(self, want: int) -> bytes:
         while True:
             if self._current is None and not self._next():
                 return b""

@@ -338,6 +338,9 @@ class NewFile:
             else:
                 os.replace(self._tmp, self.name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
             fsync_folder(self._folder)
+        except IsADirectoryError:
+            self.discard()
+            raise _refused(self.where, "a folder", "file") from None
         except BaseException:
             self.discard()
             raise

@@ -235,6 +235,8 @@ class DirStore(Store):
             safe_fs.write_below(self.root, key, data, exclusive=only_if_absent)  # "create if absent": a hard link
         except FileExistsError:
             raise StoreError(f"{key} already exists") from None
+        except safe_fs.UnsafePathError as e:  # a link planted on the way: the folder refuses the write
+            raise StoreError(str(e)) from None
 
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase:
         self._path(key)
