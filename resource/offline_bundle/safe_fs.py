@@ -66,7 +66,7 @@ def _refused(where: str, what: str, expected: str) -> UnsafePathError:
         return UnsafePathError(
             f"{where} is a symbolic link; links on a medium are never followed: put the real {expected} there"
         )
-    return UnsafePathError(f"{where} is {what} where {expected} was expected; refused")
+    return UnsafePathError(f"{where} is {what} where a {expected} was expected; refused")
 
 
 def _os_error(e: OSError, fd: int, name: str, where: str, expected: str) -> BaseException:
