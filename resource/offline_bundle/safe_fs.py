@@ -149,7 +149,7 @@ def open_below(root: str, relpath: str, flags: int = os.O_RDONLY, mode: int = 0o
             if not stat.S_ISREG(before.st_mode):
                 raise _refused(where, _kind(before.st_mode), "file")
         try:
-            fd = os.open(leaf, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=folder)
+            fd = os.open(leaf, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, mode, dir_fd=folder)
         except OSError as e:
             raise _os_error(e, folder, leaf, where, "file") from None
         try:
