@@ -277,14 +277,18 @@ def test_a_piece_changed_between_its_check_and_its_upload_is_stopped_before_a_ch
         pieces.append(PieceSource(n, PIECE, hashlib.sha256(good[(n - 1) * PIECE : n * PIECE]).hexdigest(),
                                   f"piece {n:05d}", opener))  # fmt: skip
     bucket = new_bucket(far)
+    store = _far_store(far, bucket)
+    sends: list[str] = []  # every HTTP attempt at a part, retries included
+    store.client.meta.events.register("before-send.s3.UploadPart", lambda **kw: sends.append(kw["request"].url))
     with pytest.raises(VerificationError) as refused:
         upload_verified(
-            _far_store(far, bucket), "demo/_blobs/x", len(good), hashlib.sha256(good).hexdigest(), pieces,
-            lambda _m: None, label="payload",
+            store, "demo/_blobs/x", len(good), hashlib.sha256(good).hexdigest(), pieces, lambda _m: None,
+            label="payload",
         )  # fmt: skip
     assert (tmp_path / "00002").read_bytes()[2 * MiB : 3 * MiB] == planted  # the change did happen
     assert leaks(far, bucket, needles_of(planted)) == []
     assert "piece 00002 changed between its check and its upload" in str(refused.value)
+    assert len(sends) == 2  # piece 1, then one attempt at piece 2: the refusal is not retried
 
 
 def test_a_payload_file_changed_between_its_check_and_its_upload_is_stopped_before_a_changed_byte_leaves(
