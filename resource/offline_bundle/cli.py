@@ -104,6 +104,8 @@ def source_from(args: argparse.Namespace, *, local: str | None = None) -> Source
 
 def existing_folder(path: str, option: str) -> str:
     """A folder to read from must be there: creating it would only turn a typo into "no version"."""
+    if len(os.fsencode(os.path.abspath(path))) >= os.pathconf("/", "PC_PATH_MAX"):  # isdir says False for it
+        raise PathError(f"{option} {path[:60]}… is a path longer than the file system allows")
     if not os.path.isdir(path):
         what = "is not a folder" if os.path.lexists(path) else "does not exist"
         raise PathError(f"{option} {path} {what}: give the folder that holds the bundle (the medium's mount point)")
