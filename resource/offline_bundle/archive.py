@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from .confined import BuildDir
 from .errors import ConfigError, VerificationError
@@ -418,6 +418,15 @@ class ExtractResult:
     bytes: int
 
 
+def _create(part: str, name: str, make: Callable[..., Any], *args: Any) -> Any:
+    """Create one node with ``make``: an O_EXCL open, mkdir and symlink refuse a name that exists, so
+    no lstat per entry is needed to keep the archive from writing over what it made before."""
+    try:
+        return make(*args)
+    except FileExistsError:
+        raise VerificationError(f"part {part}: {name!r} already exists in the staging folder") from None
+
+
 def _type_of(ti: tarfile.TarInfo) -> str:
     if ti.isreg():
         return "file"
@@ -497,25 +506,23 @@ def extract_part(
                     real_dest, rel_parent
                 ).rstrip("/"):
                     raise VerificationError(f"part {part}: {name!r} would be written through a symlink")
-                if os.path.lexists(target):
-                    raise VerificationError(f"part {part}: {name!r} already exists in the staging folder")
             if kind == "dir":
                 if target is not None:
-                    os.mkdir(target, 0o700)
+                    _create(part, name, os.mkdir, target, 0o700)
                     if rel_parent in made:  # a real folder inside a real folder
                         made.add(name)
                 dirs.append(entry)
                 continue
             if kind == "symlink":
                 if target is not None:
-                    os.symlink(entry.target or "", target)
+                    _create(part, name, os.symlink, entry.target or "", target)
                     os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
                 continue
             # The member's bytes straight from the tar stream (tarfile skips the padding on the next
             # member); an unbuffered descriptor: small files are one write each.
             src = tf.fileobj
             h = hashlib.sha256()
-            fd = os.open(target, _CREATE_FLAGS, 0o600) if target is not None else None
+            fd = _create(part, name, os.open, target, _CREATE_FLAGS, 0o600) if target is not None else None
             sunk = sink.begin(part, entry) if sink is not None else None
             try:
                 remaining = ti.size

@@ -174,6 +174,32 @@ def test_extractor_refuses_a_path_through_a_symlink(tmp_path: Path) -> None:
         extract_part(io.BytesIO(tar_of(*members)), (real, link, inner), str(tmp_path / "s"), part="p")
 
 
+@pytest.mark.parametrize("kind", ["file", "dir", "symlink"])
+@pytest.mark.parametrize("already", ["file", "dir", "dangling symlink"])
+def test_a_name_already_in_the_staging_folder_is_refused_and_left_alone(
+    tmp_path: Path, kind: str, already: str
+) -> None:
+    dest = tmp_path / "stage"
+    dest.mkdir()
+    if already == "file":
+        (dest / "x").write_bytes(b"before")
+    elif already == "dir":
+        (dest / "x").mkdir()
+    else:
+        (dest / "x").symlink_to(tmp_path / "outside")
+    if kind == "file":
+        members, expected = [reg("x", b"1")], (entry("x", b"1"),)
+    elif kind == "dir":
+        members, expected = [special("x", tarfile.DIRTYPE)], (FileEntry("x", "dir", 0o755, 0),)
+    else:
+        members, expected = [special("x", tarfile.SYMTYPE, "y")], (FileEntry("x", "symlink", 0o777, 0, target="y"),)
+    with pytest.raises(VerificationError, match="'x' already exists in the staging folder"):
+        extract_part(io.BytesIO(tar_of(*members)), expected, str(dest), part="p")
+    assert not (tmp_path / "outside").exists()
+    if already == "file":
+        assert (dest / "x").read_bytes() == b"before"
+
+
 def test_check_only_mode_writes_nothing(tmp_path: Path) -> None:
     make_tree(tmp_path)
     data, files = pack(tmp_path)
