@@ -166,7 +166,10 @@ class Manifest:
             doc.pop("files")
             yield ("\n" if i == 0 else ",\n") + line(_dump(doc)[:-1] + ',"files":[', f"part {p.name}")
             for j, f in enumerate(p.files):
-                yield ("\n" if j == 0 else ",\n") + line(_dump(f.to_json()), f"{f.path[:60]!r} in part {p.name}")
+                text = _entry_line(f)
+                if len(text) + 1 > MAX_LINE:  # the message is only built for a line too long
+                    line(text, f"{f.path[:60]!r} in part {p.name}")
+                yield ("\n" if j == 0 else ",\n") + text
             yield "\n]}" if p.files else "]}"
         yield "\n]}"
 
@@ -196,6 +199,29 @@ MAX_LINK_HOPS = 40  # as the kernel's own bound on nested symbolic links
 
 def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _json_value(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    return _str(value) if isinstance(value, str) else str(int(value))
+
+
+def _entry_line(f: FileEntry) -> str:
+    """``_dump(f.to_json())`` without the dict and the encoder: a third of packing 100,000 small
+    files went to serialising their entries (twice: once for the size bound, once to sign).
+    tests/unit/test_manifest.py checks both give equal text."""
+    text = f'{{"mode":"{f.mode:04o}","mtime":{_json_value(f.mtime)},"path":{_str(f.path)}'
+    if f.type == "file":
+        if f.probe is not None:
+            text += f',"probe":{_str(f.probe)}'
+        text += f',"sha256":{_json_value(f.sha256)},"size":{_json_value(f.size)}'
+    elif f.type == "symlink":
+        text += f',"target":{_json_value(f.target)}'
+    return text + f',"type":{_str(f.type)}}}'
 
 
 def check_member_path(path: object, what: str = "unsafe path") -> str:

@@ -125,3 +125,27 @@ def test_any_field_replaced_by_any_json_is_parsed_or_refused_cleanly(data: st.Da
         break
     with contextlib.suppress(VerificationError):
         parse_manifest(json.dumps(doc).encode(), blobs_prefix=BLOBS)
+
+
+_texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_hex = st.one_of(st.none(), st.text("0123456789abcdef", min_size=64, max_size=64))
+
+
+@settings(max_examples=400)
+@given(
+    path=_texts,
+    kind=st.sampled_from(["file", "dir", "symlink"]),
+    mode=st.integers(0, 0o7777),
+    mtime=st.integers(-(2**40), 2**40),
+    size=st.integers(0, 2**50),
+    sha256=_hex,
+    probe=_hex,
+    target=st.one_of(st.none(), _texts),
+)
+def test_the_fast_entry_line_equals_the_json_encoder(
+    path: str, kind: str, mode: int, mtime: int, size: int, sha256: str | None, probe: str | None, target: str | None
+) -> None:
+    from offline_bundle.manifest import _dump, _entry_line
+
+    f = FileEntry(path, kind, mode, mtime, size, sha256, target, probe)
+    assert _entry_line(f) == _dump(f.to_json())
