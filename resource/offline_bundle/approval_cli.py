@@ -26,7 +26,7 @@ from .approvals import (
     short,
     sign_statement,
 )
-from .commit import Trusted, list_committed, read_commit
+from .commit import Trusted, committed_versions, read_commit
 from .config import Source
 from .diff import diff_manifests, to_json_text, to_text
 from .errors import BundleError, ConfigError
@@ -35,7 +35,6 @@ from .names import check_name
 from .protocol import Redactor
 from .records import write_record
 from .store import Store
-from .versions import order
 
 Log = Callable[[str], None]
 
@@ -46,7 +45,8 @@ def base_version(source: Source, store: Store, version: str) -> str | None:
     "Approved" means it has ``required_approvals`` (at least one) approvals that count; without
     approver keys configured nothing is approved and the version just before is the base.
     """
-    ordered = [c.version for c in order(list_committed(source, store), source.version_order)]
+    # Verified versions only, in the signed order: a carrier's junk or replay is never a base.
+    ordered = [t.manifest.version for t in committed_versions(source, store, lambda _msg: None)]
     if version not in ordered:
         raise BundleError(f"version {version} of bundle {source.name} is not committed in {store.description}")
     earlier = ordered[: ordered.index(version)]

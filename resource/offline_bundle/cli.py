@@ -26,7 +26,7 @@ from .config import (
     check_destination,
     parse_source,
 )
-from .errors import BundleError, ConfigError, PathError, path_error
+from .errors import ConfigError, PathError, path_error
 from .helptext import add_command, add_verbose
 from .names import check_name, check_part_name
 from .pieces import MediumStore
@@ -127,16 +127,6 @@ def _log(redact: Redactor) -> Callable[[str], None]:
     return log
 
 
-def _latest(source: Source, store: Store) -> str:
-    from .commit import list_committed
-    from .versions import order
-
-    committed = order(list_committed(source, store), source.version_order)
-    if not committed:
-        raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
-    return committed[-1].version
-
-
 # --------------------------------------------------------------------------------------- commands
 
 
@@ -190,12 +180,13 @@ def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
 
 
 def _get(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor, dest: str | None) -> Any:
+    from .commit import latest_version
     from .unpack import Unpacker
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
     store = store_for(source, args.from_dir)
-    version = args.version or _latest(source, store)
+    version = args.version or latest_version(source, store, log)
     params = InParams(parts=tuple(check_part_name(p) for p in args.part) if args.part else None)
     return Unpacker(source, store, log).get(version, params, dest, record=dest is not None)
 
@@ -219,13 +210,13 @@ def cmd_unpack(args: argparse.Namespace, log: Callable[[str], None], redact: Red
 
 
 def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
-    from .commit import read_commit
+    from .commit import latest_version, read_commit
     from .progress import human
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
     store = store_for(source, args.from_dir)
-    version = args.version or _latest(source, store)
+    version = args.version or latest_version(source, store, log)
     trusted = read_commit(source, store, version)
     m = trusted.manifest
     print(f"bundle   {m.name}")
@@ -256,14 +247,13 @@ def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
 
 
 def cmd_list(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
-    from .commit import list_committed
-    from .versions import order
+    from .commit import committed_versions
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
     store = store_for(source, args.from_dir)
-    for c in order(list_committed(source, store), source.version_order):
-        print(f"{c.version}\t{c.arrived.isoformat()}")
+    for t in committed_versions(source, store, log, untrusted_is_error=True):
+        print(f"{t.manifest.version}\t{t.manifest.created_at}")
     return 0
 
 

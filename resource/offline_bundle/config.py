@@ -17,7 +17,7 @@ from .names import check_name, check_part_name
 
 PUBLIC_KEY_HEADER = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 SECRET_KEY_HEADER = "-----BEGIN PGP PRIVATE KEY BLOCK-----"
-VERSION_ORDERS = ("auto", "semver", "arrival")
+VERSION_ORDERS = ("auto", "semver", "created")
 COMPRESSIONS = ("none", "zlib")
 
 
@@ -253,6 +253,11 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
         raise ConfigError(f"{where}.ca_bundle and {where}.skip_ssl_verification conflict: choose one")
     if values.get("ca_bundle") and "-----BEGIN CERTIFICATE-----" not in values["ca_bundle"]:
         raise ConfigError(f"{where}.ca_bundle must hold PEM certificates (no BEGIN CERTIFICATE line)")
+    if values.get("version_order") == "arrival":
+        raise ConfigError(
+            f"{where}.version_order: arrival was replaced by created (the signed creation time): arrival "
+            "order came from object times and metadata, which whoever can write to the bucket can set"
+        )
     if values.get("version_order", "auto") not in VERSION_ORDERS:
         raise ConfigError(f"{where}.version_order must be one of {', '.join(VERSION_ORDERS)}")
     if values.get("compression", "none") not in COMPRESSIONS:

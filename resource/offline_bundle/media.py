@@ -35,7 +35,16 @@ from typing import Any, BinaryIO
 
 from . import safe_fs
 from .approvals import carry_approvals
-from .commit import Trusted, commit_key, list_committed, read_commit, trust_commit, trusted_keys, write_commit
+from .commit import (
+    Trusted,
+    commit_key,
+    committed_versions,
+    latest_version,
+    read_commit,
+    trust_commit,
+    trusted_keys,
+    write_commit,
+)
 from .config import Source
 from .errors import BundleError, StoreError, VerificationError
 from .manifest import Manifest, Payload
@@ -67,18 +76,10 @@ from .progress import Progress, human
 from .records import write_record
 from .store import Store, choose_part_size
 from .verified_upload import PieceSource, holds_payload, upload_verified
-from .versions import order
 
 Log = Callable[[str], None]
 FREE_SPACE_MARGIN = 1 << 20
 INDEX_BYTES_PER_PIECE = 160  # a generous estimate of one piece's line in the index and SHA256SUMS
-
-
-def latest_version(source: Source, store: Store) -> str:
-    committed = order(list_committed(source, store), source.version_order)
-    if not committed:
-        raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
-    return committed[-1].version
 
 
 def unique_payloads(manifest: Manifest) -> list[tuple[Payload, list[str]]]:
@@ -138,7 +139,7 @@ class Exporter:
 
     def export(self, version: str | None = None, since: str | None = None) -> ExportResult:
         source = self.source
-        version = version or latest_version(source, self.store)
+        version = version or latest_version(source, self.store, self.log)
         trusted = read_commit(source, self.store, version)
         manifest = trusted.manifest
         self.log(f"verified {manifest.name} {version}: signed by {_who_verified(trusted)}")
@@ -391,13 +392,13 @@ class Importer:
         """Committed versions on the medium, oldest first (version_order)."""
         if self.medium is None:
             raise BundleError(f"--from {self.root} is not a folder")
-        found = order(list_committed(self.source, self.medium), self.source.version_order)
+        found = committed_versions(self.source, self.medium, self.log, untrusted_is_error=True)
         if not found:
             raise BundleError(
                 f"no committed version of bundle {self.source.name} on {self.root} "
                 f"(looked for {self.source.key('<version>', 'manifest.json.asc')})"
             )
-        return [c.version for c in found]
+        return [t.manifest.version for t in found]
 
     def import_all(self, version: str | None = None) -> list[ImportResult]:
         on_medium = self.versions()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .approvals import carry_approvals, has_approval_objects
-from .commit import commit_key, list_committed, trust_commit, trusted_keys, write_commit
+from .commit import commit_key, trust_commit, trusted_keys, verified_listing, write_commit
 from .config import Source
 from .errors import BundleError, ConfigError, StoreError
 from .manifest import Payload
@@ -31,7 +31,6 @@ from .media import unique_payloads
 from .records import write_record
 from .store import Store, choose_part_size
 from .verified_upload import PieceSource, holds_payload, upload_verified
-from .versions import order
 
 Log = Callable[[str], None]
 
@@ -74,7 +73,8 @@ class Mirror:
     def run(self, *, keep: int | None = None, version: str | None = None) -> MirrorResult:
         if keep is not None and keep < 1:
             raise ConfigError("--keep must be at least 1")
-        ordered = [c.version for c in order(list_committed(self.src, self.src_store), self.src.version_order)]
+        listing = verified_listing(self.src, self.src_store, self.log, keys=self.keys, untrusted_is_error=True)
+        ordered = [t.manifest.version for t in listing.versions]
         if version is not None:
             if version not in ordered:
                 raise BundleError(f"version {version} is not committed in {self.src_store.description}")
@@ -86,7 +86,8 @@ class Mirror:
 
         copied: list[str] = []
         present: list[str] = []
-        failed: list[tuple[str, str]] = []
+        # A commit object that does not verify is never copied; a full mirror reports it as failed.
+        failed: list[tuple[str, str]] = list(listing.skipped.items()) if keep is None and version is None else []
         counts = [0, 0]
         for v in ordered:
             try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from . import crypto
 from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part, probe_of
-from .commit import Trusted, blobs_prefix, commit_key, list_committed, read_commit, trusted_keys, write_commit
+from .commit import Trusted, blobs_prefix, commit_key, committed_versions, read_commit, trusted_keys, write_commit
 from .config import BuildInfo, OutParams, Source
 from .confined import BuildDir
 from .errors import BundleError, ConfigError, StoreError, VerificationError
@@ -23,7 +23,6 @@ from .manifest import PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payloa
 from .names import MAX_NAME_LENGTH, is_valid_name
 from .progress import Progress
 from .store import COMMIT_MAX_BYTES, MiB, Store
-from .versions import order
 
 Log = Callable[[str], None]
 REUSE_LOOKBACK = 50  # commit objects read when looking for a payload to reuse
@@ -274,13 +273,10 @@ class Packer:
         """Parts of recent committed versions sealed the same way (a passphrase cannot be compared)."""
         if encryption.passphrase:
             return []
-        committed = order(list_committed(self.source, self.store), "arrival")[-REUSE_LOOKBACK:]
+        # Only verified commit objects count: one we cannot trust is never a source of payloads.
+        committed = committed_versions(self.source, self.store, self.log, newest=REUSE_LOOKBACK, keys=keys)
         out: list[Part] = []
-        for c in reversed(committed):
-            try:
-                trusted = read_commit(self.source, self.store, c.version, keys=keys)
-            except BundleError:
-                continue  # a commit object we cannot trust is never a source of payloads
+        for trusted in reversed(committed):
             out.extend(p for p in trusted.manifest.parts if p.encryption == encryption)
         return out
 

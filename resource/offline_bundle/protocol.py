@@ -201,18 +201,21 @@ def manifest_metadata(
 
 
 def handle_check(doc: dict[str, Any], argv: list[str], log: Callable[[str], None]) -> list[dict[str, str]]:
-    from .commit import list_committed
+    from .commit import committed_versions
     from .store import S3Store
-    from .versions import order, select_for_check
 
     req = parse_check(doc)
     store = S3Store(req.source)
-    committed = order(list_committed(req.source, store), req.source.version_order)
     if req.source.required_approvals:
         from .approvals import approved_for_check
+        from .versions import Committed
 
-        return [{"version": c.version} for c in approved_for_check(req.source, store, committed, req.version, log)]
-    return [{"version": c.version} for c in select_for_check(committed, req.version)]
+        # Approvals are counted per version: every verified version is a candidate.
+        every = committed_versions(req.source, store, log, untrusted_is_error=True)
+        ordered = [Committed(t.manifest.version, t.manifest.created_at) for t in every]
+        return [{"version": c.version} for c in approved_for_check(req.source, store, ordered, req.version, log)]
+    found = committed_versions(req.source, store, log, current=req.version, newest=1, untrusted_is_error=True)
+    return [{"version": t.manifest.version} for t in found]
 
 
 def _directory_arg(argv: list[str], what: str) -> str:

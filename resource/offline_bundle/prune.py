@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .approvals import approvals_prefix
-from .commit import blobs_prefix, commit_key, list_committed, read_commit, trusted_keys
+from .commit import blobs_prefix, commit_key, trusted_keys, verified_listing
 from .config import Source
 from .errors import BundleError, ConfigError
 from .store import Store
-from .versions import order
 
 DEFAULT_GRACE = timedelta(days=1)
 
@@ -44,16 +43,18 @@ def prune(
     if keep < 1:
         raise ConfigError("--keep must be at least 1: pruning every version is deleting the bundle")
     now = now or datetime.now(UTC)
-    ordered = order(list_committed(source, store), source.version_order)
+    listing = verified_listing(source, store, log, keys=trusted_keys(source), untrusted_is_error=True)
+    if listing.skipped:
+        raise BundleError(
+            f"{len(listing.skipped)} commit object(s) of bundle {source.name} do not verify (e.g. version "
+            f"{next(iter(listing.skipped))}): prune cannot tell what they reference; nothing was deleted "
+            "(delete them, or trust their signer)"
+        )
+    ordered = [t.manifest for t in listing.versions]
     kept, dropped = ordered[-keep:], ordered[:-keep]
-    keys = trusted_keys(source)
     referenced: set[str] = set()
-    for c in kept:
-        try:
-            trusted = read_commit(source, store, c.version, keys=keys)
-        except BundleError as e:
-            raise BundleError(f"cannot tell what version {c.version} references ({e}); nothing was deleted") from None
-        referenced.update(p.payload.key for p in trusted.manifest.parts)
+    for m in kept:
+        referenced.update(p.payload.key for p in m.parts)
 
     act = "would delete" if dry_run else "deleted"
     for c in dropped:

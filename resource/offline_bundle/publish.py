@@ -717,16 +717,6 @@ def load_bundle_source(args: argparse.Namespace, env: dict[str, str]) -> Source:
     return parse_source(raw, where="config")
 
 
-def _latest(source: Source, store: Store) -> str:
-    from .commit import list_committed
-    from .versions import order
-
-    committed = order(list_committed(source, store), source.version_order)
-    if not committed:
-        raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
-    return committed[-1].version
-
-
 def cmd_publish(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     env = dict(os.environ)
     target = load_target(args.config, env)
@@ -764,7 +754,9 @@ def cmd_publish(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
         source = load_bundle_source(args, env)
         redact.add(source.secret_values())
         store = store_for(source, args.from_dir)
-        version = args.version or _latest(source, store)
+        from .commit import latest_version
+
+        version = args.version or latest_version(source, store, log)
         result = publish_from_bundle(
             source, store, version, target, overwrite=args.overwrite, only=only, skip=skip, log=log
         )

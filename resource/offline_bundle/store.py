@@ -227,9 +227,7 @@ class DirStore(Store):
     def put_bytes(
         self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
     ) -> None:
-        # A folder keeps no user metadata: arrival order here is the file's mtime (ns on ext4, 2 s on
-        # FAT32, 10 ms on exFAT; versions tied there keep their name order).
-        del metadata
+        del metadata  # a folder keeps no user metadata
         self._path(key)
         try:
             safe_fs.write_below(self.root, key, data, exclusive=only_if_absent)  # "create if absent": a hard link

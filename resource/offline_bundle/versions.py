@@ -1,16 +1,16 @@
-"""Version ordering for ``check`` (SPEC §2 ``version_order``, §3).
+"""Version ordering (``version_order``), over verified versions only.
 
 String sorting put ``97.9`` after ``97.28`` in the original pipelines; here SemVer precedence is
-used when every version parses, and the arrival time of the commit object otherwise, so that a
-bundle carried late still triggers.
+used when every version parses, and the signed ``created_at`` otherwise. Nothing else orders:
+object times and metadata are the bucket writer's to set, and a carrier who controls them could
+otherwise present an old version as the newest.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
 
 from .errors import ConfigError
 
@@ -24,17 +24,10 @@ DOTTED_RE = re.compile(r"v?\d+(?:\.\d+)*\Z")
 
 @dataclass(frozen=True)
 class Committed:
-    """A committed version as the listing shows it.
-
-    ``arrived`` is the store's time stamp, which S3 stores give to the second; ``arrived_ns`` is
-    the writer's clock in nanoseconds kept with the commit object, read only to order versions
-    whose time stamps are equal (an import or a mirror commits several in one second). 0 when
-    unknown: such versions keep the version-string order among themselves.
-    """
+    """A verified version and the ``created_at`` its signed manifest states."""
 
     version: str
-    arrived: datetime
-    arrived_ns: int = 0
+    created_at: str
 
 
 # A sort key: the numeric fields, then a flag that puts releases after their pre-releases, then the
@@ -54,18 +47,27 @@ def semver_key(version: str) -> SemverKey | None:
     else:
         return None
     while len(numbers) > 1 and numbers[-1] == 0:
-        numbers = numbers[:-1]  # 1.2 == 1.2.0 for precedence; arrival breaks the tie
+        numbers = numbers[:-1]  # 1.2 == 1.2.0 for precedence; the name breaks the tie
     if pre is None:
         return (numbers, 1, ())
     idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
     return (numbers, 0, idents)
 
 
-def order(versions: list[Committed], how: Literal["auto", "semver", "arrival"] | str = "auto") -> list[Committed]:
-    """Oldest first, as Concourse wants ``check`` output."""
-    by_arrival = sorted(versions, key=lambda c: (c.arrived, c.arrived_ns, c.version))
-    if how == "arrival":
-        return by_arrival
+def created_key(c: Committed) -> tuple[datetime, str, str]:
+    """Signed creation time, then the name; a time that does not parse sorts first (never newest)."""
+    try:
+        when = datetime.fromisoformat(c.created_at)
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    except ValueError:
+        when = datetime.min.replace(tzinfo=UTC)
+    return (when, c.created_at, c.version)
+
+
+def order(versions: list[Committed], how: str = "auto") -> list[Committed]:
+    """Oldest first, as Concourse wants ``check`` output; ``versions`` are all verified."""
+    if how == "created":
+        return sorted(versions, key=created_key)
     keys = {c.version: semver_key(c.version) for c in versions}
     unparsed = sorted(v for v, k in keys.items() if k is None)
     if unparsed:
@@ -73,9 +75,8 @@ def order(versions: list[Committed], how: Literal["auto", "semver", "arrival"] |
             raise ConfigError(
                 f"version_order is semver but {len(unparsed)} version(s) are not SemVer, e.g. {unparsed[0]!r}"
             )
-        return by_arrival
-    rank = {c.version: i for i, c in enumerate(by_arrival)}
-    return sorted(versions, key=lambda c: (keys[c.version], rank[c.version]))
+        return sorted(versions, key=created_key)
+    return sorted(versions, key=lambda c: (keys[c.version], c.version))
 
 
 def select_for_check(ordered: list[Committed], current: str | None) -> list[Committed]:

@@ -135,37 +135,20 @@ def put_versions(sides: Sides, tmp_path: Path, versions: list[str]) -> None:
         sides.put(build, {"parts": [{"name": "a", "path": "a"}], "version": v})
 
 
-def test_check_orders_by_semver_and_by_arrival(sides: Sides, tmp_path: Path) -> None:
-    arrival = ["1.10.0", "1.0.0", "1.9.0", "1.0.0-rc.1"]
-    put_versions(sides, tmp_path, arrival)
+def test_check_orders_by_semver_and_by_signed_creation_time(sides: Sides, tmp_path: Path) -> None:
+    put_order = ["1.10.0", "1.0.0", "1.9.0", "1.0.0-rc.1"]
+    created = {}
+    for i, v in enumerate(put_order):
+        build = small_tree(tmp_path / f"build-{i}", a=f"content {v}")
+        created[v] = meta(sides.put(build, {"parts": [{"name": "a", "path": "a"}], "version": v}))["created_at"]
     assert sides.check() == ["1.10.0"]
     assert sides.check("1.0.0-rc.1") == ["1.0.0-rc.1", "1.0.0", "1.9.0", "1.10.0"]
     assert sides.check("1.9.0") == ["1.9.0", "1.10.0"]
     assert sides.check("0.0.1") == ["1.10.0"]  # a version no longer there: only the latest
-    by_arrival = {**sides.get_source, "version_order": "arrival"}
-    assert sides.check("1.10.0", source=by_arrival) == arrival
-    assert sides.check(source=by_arrival) == ["1.0.0-rc.1"]
-
-
-def test_arrival_order_holds_within_one_second_of_s3_time_stamps(sides: Sides) -> None:
-    """Commit objects written back to back, as import and mirror write them: S3 gives their time
-    stamps to the second, so order needs the arrival stamp each one carries."""
-    from offline_bundle.commit import commit_key, list_committed, write_commit
-    from offline_bundle.config import parse_source
-    from offline_bundle.store import S3Store
-
-    source = parse_source(sides.put_source)
-    store = S3Store(source)
-    written = [f"0.0.{n}" for n in (9, 3, 7, 1, 8, 2, 6, 4, 5, 0)]
-    for v in written:
-        write_commit(store, commit_key(source, v), b"not read by check", only_if_absent=True)
-    listed = list_committed(source, store)
-    stamps = [c.arrived for c in listed]
-    assert len(set(stamps)) < len(stamps), "the writes were meant to share a second; the test proved nothing"
-    assert all(c.arrived_ns > 0 for c in listed if stamps.count(c.arrived) > 1)
-    by_arrival = {**sides.get_source, "version_order": "arrival"}
-    assert sides.check(written[0], source=by_arrival) == written
-    assert sides.check(source=by_arrival) == [written[-1]]
+    by_created = {**sides.get_source, "version_order": "created"}
+    expected = sorted(put_order, key=lambda v: (created[v], v))  # the signed time to the second, then the name
+    assert sides.check(expected[0], source=by_created) == expected
+    assert sides.check(source=by_created) == [expected[-1]]
 
 
 def test_check_lists_only_committed_versions(sides: Sides, tmp_path: Path) -> None:

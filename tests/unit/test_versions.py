@@ -16,15 +16,19 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def committed(*versions: str) -> list[Committed]:
-    """Versions arriving in the order given, one minute apart."""
-    return [Committed(v, T0 + timedelta(minutes=i)) for i, v in enumerate(versions)]
+    """Versions signed in the order given, one minute apart (their signed created_at)."""
+    return [Committed(v, stamp(T0 + timedelta(minutes=i))) for i, v in enumerate(versions)]
+
+
+def stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def names(cs: list[Committed]) -> list[str]:
     return [c.version for c in cs]
 
 
-def test_semver_precedence_beats_string_order_and_arrival() -> None:
+def test_semver_precedence_beats_string_order_and_creation_time() -> None:
     arrived = committed("1.10.0", "1.0.0", "1.9.0", "1.0.0-rc.1", "97.28.0", "97.9.0")
     assert names(order(arrived)) == ["1.0.0-rc.1", "1.0.0", "1.9.0", "1.10.0", "97.9.0", "97.28.0"]
 
@@ -41,9 +45,9 @@ def test_dotted_numbers_and_v_prefix_are_numeric() -> None:
     assert names(order(committed("97.28", "v97.9", "97.3"))) == ["97.3", "v97.9", "97.28"]
 
 
-def test_auto_falls_back_to_arrival_when_one_version_is_not_semver() -> None:
-    arrived = committed("2.0.0", "20261125T213000Z", "1.0.0")
-    assert names(order(arrived, "auto")) == ["2.0.0", "20261125T213000Z", "1.0.0"]
+def test_auto_falls_back_to_signed_creation_time_when_one_version_is_not_semver() -> None:
+    created = committed("2.0.0", "20261125T213000Z", "1.0.0")
+    assert names(order(created, "auto")) == ["2.0.0", "20261125T213000Z", "1.0.0"]
 
 
 def test_semver_order_refuses_other_versions() -> None:
@@ -51,18 +55,22 @@ def test_semver_order_refuses_other_versions() -> None:
         order(committed("1.0.0", "latest"), "semver")
 
 
-def test_arrival_order_ignores_the_names() -> None:
-    assert names(order(committed("1.10.0", "1.9.0"), "arrival")) == ["1.10.0", "1.9.0"]
+def test_created_order_ignores_the_names_and_ties_by_name() -> None:
+    assert names(order(committed("1.10.0", "1.9.0"), "created")) == ["1.10.0", "1.9.0"]
+    same = [Committed(v, stamp(T0)) for v in ("b", "c", "a")]
+    assert names(order(same, "created")) == ["a", "b", "c"]
+    # a time zone offset is compared as a time, not as text
+    zoned = [Committed("x", "2026-01-01T01:30:00+02:00"), Committed("y", "2026-01-01T00:00:00Z")]
+    assert names(order(zoned, "created")) == ["x", "y"]
 
 
-def test_same_second_arrivals_are_ordered_by_the_arrival_stamp() -> None:
-    # S3 time stamps are whole seconds: an import committing four versions in one second.
-    same = [Committed(v, T0, ns) for v, ns in [("1.0.0", 30), ("1.10.0", 10), ("1.0.0-rc.1", 40), ("1.9.0", 20)]]
-    assert names(order(same, "arrival")) == ["1.10.0", "1.9.0", "1.0.0", "1.0.0-rc.1"]
-    assert names(select_for_check(order(same, "arrival"), None)) == ["1.0.0-rc.1"]
-    # SemVer ties (1.2 == 1.2.0) are broken by the same arrival order.
-    tie = [Committed("1.2", T0, 2), Committed("1.2.0", T0, 1)]
-    assert names(order(tie)) == ["1.2.0", "1.2"]
+def test_an_unreadable_creation_time_never_sorts_newest() -> None:
+    assert names(order([Committed("a", "garbage"), Committed("b", stamp(T0))], "created")) == ["a", "b"]
+
+
+def test_semver_ties_are_broken_by_the_name() -> None:
+    tie = [Committed("1.2.0", stamp(T0)), Committed("1.2", stamp(T0 + timedelta(1)))]
+    assert names(order(tie)) == ["1.2", "1.2.0"]
 
 
 def test_check_rule() -> None:
