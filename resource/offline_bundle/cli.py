@@ -26,11 +26,11 @@ from .config import (
     check_destination,
     parse_source,
 )
-from .errors import ConfigError, PathError, path_error
+from .errors import ConfigError, PathError, Terminated, path_error
 from .helptext import add_command, add_verbose
 from .names import check_name, check_part_name
 from .pieces import MediumStore
-from .protocol import Redactor, failure_exit
+from .protocol import Redactor, failure_exit, install_sigterm_handler
 from .protocol import main as protocol_main
 from .store import S3Store, Store
 from .transfer_cli import add_commands as add_transfer_commands
@@ -509,6 +509,7 @@ file names used throughout the documentation:
 
 
 def main(argv: list[str] | None = None) -> int:
+    install_sigterm_handler()
     args = build_parser().parse_args(argv)
     if args.func is None:
         return protocol_main(args.protocol, args.directory)
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     log = _log(redact)
     try:
         return args.func(args, log, redact)
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - one line, never a traceback
+    except (Exception, KeyboardInterrupt, Terminated) as e:  # noqa: BLE001 - one line, never a traceback
         return failure_exit(e, log)
 
 

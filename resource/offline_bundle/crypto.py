@@ -86,8 +86,14 @@ class _WidePipesGPG(gnupg.GPG):
     the kernel refuses to widen stays as it was.
     """
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # Every gpg this object starts, so that an aborted operation leaves none running.
+        self.children: list[subprocess.Popen[bytes]] = []
+        super().__init__(*args, **kwargs)
+
     def _open_subprocess(self, *args: object, **kwargs: object) -> subprocess.Popen[bytes]:
         proc = super()._open_subprocess(*args, **kwargs)
+        self.children.append(proc)
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError):
@@ -103,6 +109,7 @@ def gpg_home() -> Iterator[gnupg.GPG]:
     fit in 108 bytes.
     """
     home = tempfile.mkdtemp(prefix="ob-gpg-")
+    gpg: _WidePipesGPG | None = None
     try:
         with open(os.path.join(home, "gpg-agent.conf"), "w") as f:
             f.write("allow-loopback-pinentry\n")
@@ -110,6 +117,9 @@ def gpg_home() -> Iterator[gnupg.GPG]:
         gpg.buffer_size = GPG_BUFFER
         yield gpg
     finally:
+        # An aborted operation (SIGTERM in the main thread) can leave gpg running mid-stream.
+        for proc in gpg.children if gpg is not None else []:
+            _end_process(proc)
         subprocess.run(
             ["gpgconf", "--homedir", home, "--kill", "all"],
             stdout=subprocess.DEVNULL,
@@ -117,6 +127,17 @@ def gpg_home() -> Iterator[gnupg.GPG]:
             check=False,
         )
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _end_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)

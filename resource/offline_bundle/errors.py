@@ -76,3 +76,11 @@ def path_error(e: OSError, path: str | None = None, doing: str = "") -> PathErro
     where = path if path is not None else (e.filename if e.filename is not None else "?")
     hint = _OS_ERROR_HINTS.get(e.errno or 0) or (e.strerror or e.__class__.__name__)
     return PathError(f"{doing + ' ' if doing else ''}{where}: {hint}")
+
+
+class Terminated(BaseException):
+    """SIGTERM, how Concourse aborts a step, raised in the main thread so that every ``finally``
+    and context manager on the way runs (gpg homes, agents, staging folders, multipart uploads).
+
+    A BaseException, like KeyboardInterrupt: an ``except Exception`` on the way must not swallow it.
+    """

@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .config import BuildInfo, InParams, OutParams, Source, parse_in_params, parse_out_params, parse_source
-from .errors import BundleError, ConfigError, path_error
+from .errors import BundleError, ConfigError, Terminated, path_error
 from .names import check_name
 
 EXIT_FAILURE = 1
@@ -134,6 +136,24 @@ def protected_stdout() -> Iterator[TextIO]:
         real.close()
 
 
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into ``Terminated`` in the main thread; install first thing in an entry point.
+
+    Without it SIGTERM ended the process on the spot: the GnuPG home with the decryption key, its
+    agent and a staging folder of unverified plaintext all stayed. A second SIGTERM is ignored so
+    that the cleanup it started is not cut short (a Python handler, not SIG_IGN, which children
+    would inherit).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def failure_exit(e: BaseException, log: Callable[[str], None]) -> int:
     """Report a failure as one line (a traceback only with OFFLINE_BUNDLE_DEBUG=1); the exit status."""
     if isinstance(e, BundleError):
@@ -141,6 +161,9 @@ def failure_exit(e: BaseException, log: Callable[[str], None]) -> int:
         return EXIT_FAILURE
     if isinstance(e, KeyboardInterrupt):
         log("error: interrupted")
+        return EXIT_FAILURE
+    if isinstance(e, Terminated):
+        log("error: terminated (SIGTERM); what this step had staged was removed")
         return EXIT_FAILURE
     if isinstance(e, OSError) and e.filename is not None:
         # A path no typed error covered yet: still the environment's (a full or read-only disk), not a bug.
@@ -156,6 +179,7 @@ def failure_exit(e: BaseException, log: Callable[[str], None]) -> int:
 
 def run_protocol(handler: Callable[[dict[str, Any], list[str], Callable[[str], None]], Any], argv: list[str]) -> int:
     """Read the request, run ``handler`` with stdout protected, print its answer as JSON."""
+    install_sigterm_handler()
     redact = Redactor()
 
     def log(msg: str) -> None:
@@ -167,7 +191,7 @@ def run_protocol(handler: Callable[[dict[str, Any], list[str], Callable[[str], N
             doc = load_request(sys.stdin.read())
             redact.add(secrets_in_request(doc))
             answer = handler(doc, argv, log)
-        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the contract is one line, never a traceback
+        except (Exception, KeyboardInterrupt, Terminated) as e:  # noqa: BLE001 - one line, never a traceback
             return failure_exit(e, log)
         json.dump(answer, out)
         out.write("\n")

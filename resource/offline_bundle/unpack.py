@@ -7,6 +7,7 @@ the exact file set match the signed manifest. On any failure the staging folder 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -102,6 +103,24 @@ def _make_destination(dest: str) -> None:
         raise path_error(e, dest, "cannot create the destination") from None
 
 
+def remove_tree(path: str) -> None:
+    """Remove a folder we made, also when it holds read-only folders (a part may carry mode 0555
+    folders, and a non-root user cannot delete inside them); links are never followed."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, _ in os.walk(path):
+            for d in dirs:
+                full = os.path.join(root, d)
+                if not os.path.islink(full):
+                    with contextlib.suppress(OSError):
+                        os.chmod(full, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Part]:
     if wanted is None:
         return list(manifest.parts)
@@ -170,13 +189,14 @@ class Unpacker:
         if params.skip_download:
             parts = []
         staging = None
-        if dest is not None:
-            staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
-            try:
-                os.mkdir(staging, 0o700)
-            except OSError as e:
-                raise path_error(e, dest, "cannot write into the destination") from None
+        moved: list[str] = []
         try:
+            if dest is not None:
+                staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
+                try:
+                    os.mkdir(staging, 0o700)
+                except OSError as e:
+                    raise path_error(e, dest, "cannot write into the destination") from None
             if parts:
                 if dest is not None:  # verifying or streaming to a sink writes nothing here
                     self._check_space(dest, parts)
@@ -191,12 +211,15 @@ class Unpacker:
             if staging is not None:
                 try:
                     self._write_side_files(staging, trusted, parts)
-                    self._move_into_place(staging, dest)  # type: ignore[arg-type]
+                    self._move_into_place(staging, dest, moved)  # type: ignore[arg-type]
                 except OSError as e:
                     raise path_error(e, dest, "cannot write into the destination") from None
         except BaseException:
+            # Also on SIGTERM (Terminated) and SIGINT: nothing of the payload stays in the destination.
+            for name in moved:
+                remove_tree(os.path.join(dest, name))  # type: ignore[arg-type]
             if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
+                remove_tree(staging)
             raise
         if record and dest is not None:
             write_record(
@@ -361,7 +384,9 @@ class Unpacker:
         with open(os.path.join(staging, "version"), "w", encoding="utf-8") as f:
             f.write(trusted.manifest.version)
 
-    def _move_into_place(self, staging: str, dest: str) -> None:
+    def _move_into_place(self, staging: str, dest: str, moved: list[str]) -> None:
+        """Rename each entry into ``dest``, noting it in ``moved`` so that a failure can take it back."""
         for name in sorted(os.listdir(staging)):
             os.rename(os.path.join(staging, name), os.path.join(dest, name))
+            moved.append(name)
         os.rmdir(staging)
