@@ -202,6 +202,22 @@ def is_empty(key: str, value: Any) -> bool:
     return value == "" if key in _VERBATIM_KEYS else not value.strip()
 
 
+PASSPHRASE_KEYS = ("encryption_passphrase", "signing_private_key_passphrase", "decryption_private_key_passphrase")
+
+
+def _check_prefix(where: str, prefix: str) -> None:
+    """A prefix is prepended verbatim (``transfers/`` for a folder, ``team-a-`` for a name prefix).
+
+    A leading ``/`` or an empty segment (``//``) is refused: stores that normalise keys store such
+    objects under another key than the one listed, and ``check`` would never see what ``out`` put.
+    """
+    if prefix.startswith("/") or "//" in prefix:
+        raise ConfigError(
+            f"{where}.prefix {prefix!r} must not start with '/' or contain '//': some stores rewrite such keys, "
+            "and check would not find what out stored (write transfers/, not /transfers/)"
+        )
+
+
 def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> Source:
     """Validate a ``source`` map; ``s3_only`` accepts a publish target without ``name``."""
     if not isinstance(raw, dict):
@@ -249,6 +265,13 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
     bucket = values["bucket"]
     if not (3 <= len(bucket) <= 63) or bucket != bucket.strip() or "/" in bucket:
         raise ConfigError(f"{where}.bucket {bucket!r} is not a valid bucket name")
+    _check_prefix(where, values.get("prefix", ""))
+    for key in PASSPHRASE_KEYS:
+        if "\n" in values.get(key, "") or "\r" in values.get(key, ""):
+            raise ConfigError(
+                f"{where}.{key} contains a line break, which gpg cannot take (it reads a passphrase as one line); "
+                "a YAML `|` block adds one at the end: use `|-` or a quoted string"
+            )
     if values.get("ca_bundle") and values.get("skip_ssl_verification"):
         raise ConfigError(f"{where}.ca_bundle and {where}.skip_ssl_verification conflict: choose one")
     if values.get("ca_bundle") and "-----BEGIN CERTIFICATE-----" not in values["ca_bundle"]:

@@ -26,6 +26,7 @@ def test_minimal_source_and_defaults() -> None:
     assert parse_source({**BASE, "endpoint": "http://x:1"}).path_style is True
     assert s.key("1.0", "manifest.json.asc") == "demo/1.0/manifest.json.asc"
     assert parse_source({**BASE, "prefix": "transfers/"}).key("_blobs", "") == "transfers/demo/_blobs/"
+    assert parse_source({**BASE, "prefix": "team-a-"}).key("1.0", "x") == "team-a-demo/1.0/x"  # verbatim
 
 
 @pytest.mark.parametrize("missing", ["bucket", "name"])
@@ -61,6 +62,11 @@ def test_unknown_key_is_named_with_the_valid_ones() -> None:
         ("version_order", "alphabetical", "must be one of auto, semver, created"),
         ("version_order", "arrival", "replaced by created"),
         ("compression", "zstd", "must be one of none, zlib"),
+        ("prefix", "/transfers/", "must not start with '/'"),
+        ("prefix", "transfers//x/", "contain '//'"),
+        ("encryption_passphrase", "two\nlines", "contains a line break"),
+        ("signing_private_key_passphrase", "ends with a newline\n", "contains a line break"),
+        ("decryption_private_key_passphrase", "cr\r", "contains a line break"),
         ("ca_bundle", "not pem", "PEM"),
     ],
 )
@@ -78,6 +84,9 @@ def test_conflicts_and_secret_free_messages() -> None:
     with pytest.raises(ConfigError) as e:
         parse_source({**BASE, "signing_private_key": SEC.replace("BEGIN PGP PRIVATE", "BEGIN PGP PUBLIC")})
     assert "secretmaterial" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_source({**BASE, "encryption_passphrase": "pass\nWORD-SECRET"})
+    assert "WORD-SECRET" not in str(e.value)
 
 
 def test_keys_given_as_one_string_are_split() -> None:
