@@ -9,7 +9,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 LINT_PATHS = $(wildcard resource tests bench)
 
-.PHONY: all install system-deps lint test demo bench bench-plot soak clean distclean
+.PHONY: all install system-deps lint test demo bench bench-check bench-plot soak clean distclean
 
 all: test
 
@@ -52,6 +52,10 @@ BENCH_STAMP = $(VENV)/.bench-installed
 $(BENCH_STAMP): bench/requirements.txt $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	@touch $@
+
+# check on BENCH_VERSIONS=300 committed versions and BENCH_JUNK=50 junk objects (docs/benchmarks.md).
+bench-check: install
+	$(BIN)/python bench/check_bench.py
 
 bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/run.py

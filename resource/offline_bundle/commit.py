@@ -20,7 +20,11 @@ from .versions import Committed, nearest, order, select_for_check, semver_key
 
 COMMIT_NAME = "manifest.json.asc"
 GET_THREADS = 8  # commit objects fetched at once: small GETs, where latency dominates
-FIRST_STEP = 4  # commit objects verified in the first step down from the newest (doubled at each step)
+# Commit objects verified in the first step down from the newest; each further step is STEP_GROWTH
+# times larger, so that junk piled on top of the newest names costs few rounds (each a GET round and a
+# gpg run), while a clean bucket costs one small round.
+FIRST_STEP = 8
+STEP_GROWTH = 4
 SKIPPED_SHOWN = 3
 
 
@@ -305,7 +309,7 @@ def _verify_from_newest(v: _Verifier, parsed: list[str], current: str | None, ne
     while hi > 0 and sum(1 for n in parsed[hi:] if v.ok(n)) < newest:
         lo = max(0, hi - max(step, newest))
         v.verify(parsed[lo:hi])
-        hi, step = lo, step * 2
+        hi, step = lo, step * STEP_GROWTH
 
 
 def _warn_skipped(

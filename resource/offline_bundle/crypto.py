@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import gnupg
@@ -322,8 +321,6 @@ HASH_NAMES = frozenset({b"MD5", b"SHA1", b"RIPEMD160", b"SHA224", b"SHA256", b"S
 SIG_BEGIN = b"-----BEGIN PGP SIGNATURE-----"
 SIG_END = b"-----END PGP SIGNATURE-----"
 BATCH_FILES = 256  # commit objects per gpg process; keeps the command line short
-GPG_LANES = 4  # gpg processes verifying side by side
-LANE_MIN_FILES = 8  # fewer files than this per process are not worth another one
 
 
 def check_clearsigned_form(message: bytes) -> None:
@@ -426,7 +423,7 @@ class ClearsignVerifier:
         return self._gpg
 
     def verify(self, messages: list[bytes]) -> list[Verified | VerificationError]:
-        results: list[Verified | VerificationError | None] = [None] * len(messages)
+        results: dict[int, Verified | VerificationError] = {}
         pending: list[int] = []
         for i, message in enumerate(messages):
             try:
@@ -442,15 +439,11 @@ class ClearsignVerifier:
             for i in pending:
                 with open(os.path.join(work, f"{i}.asc"), "wb") as f:
                     f.write(messages[i])
-            # Round-robin over a few processes: BAD signatures cluster (a carrier's forgeries sit under
-            # the newest names), and each one ends its process; spread, they restart side by side.
-            lanes = max(1, min(GPG_LANES, len(pending) // LANE_MIN_FILES))
-            with ThreadPoolExecutor(lanes) as pool:
-                for lane in pool.map(lambda j: self._run(gpg, work, pending[j::lanes]), range(lanes)):
-                    for i, result in lane.items():
-                        results[i] = result
+            # One process at a time: gpg processes sharing a home wait on each other's keyring locks
+            # (4 side by side took 0.66 s where one took 0.17 s for 40 objects, half of them BAD).
+            results.update(self._run(gpg, work, pending))
             shutil.rmtree(work, ignore_errors=True)
-        return [r if r is not None else VerificationError("the commit object was not verified") for r in results]
+        return [results.get(i) or VerificationError("the commit object was not verified") for i in range(len(messages))]
 
     def _run(self, gpg: gnupg.GPG, work: str, pending: list[int]) -> dict[int, Verified | VerificationError]:
         """Verify the files ``pending`` names in ``work``, restarting gpg after each file that ends a run."""
