@@ -1,7 +1,9 @@
-"""Commit objects (SPEC §7): where they live, how they are listed, how they are trusted.
+"""Commit objects (docs/format.md): where they live, how they are listed, how they are trusted.
 
 A version exists exactly when its commit object does; it is written last, so a reader never
-sees a half-uploaded bundle as a version.
+sees a half-uploaded bundle as a version. Whoever can write to the bucket can also add, replace
+or copy objects, so a commit object counts as a version only once it verifies and names the
+version it is found under, and versions are ordered only by what they sign.
 """
 
 from __future__ import annotations

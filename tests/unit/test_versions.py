@@ -29,8 +29,8 @@ def names(cs: list[Committed]) -> list[str]:
 
 
 def test_semver_precedence_beats_string_order_and_creation_time() -> None:
-    arrived = committed("1.10.0", "1.0.0", "1.9.0", "1.0.0-rc.1", "97.28.0", "97.9.0")
-    assert names(order(arrived)) == ["1.0.0-rc.1", "1.0.0", "1.9.0", "1.10.0", "97.9.0", "97.28.0"]
+    created = committed("1.10.0", "1.0.0", "1.9.0", "1.0.0-rc.1", "97.28.0", "97.9.0")
+    assert names(order(created)) == ["1.0.0-rc.1", "1.0.0", "1.9.0", "1.10.0", "97.9.0", "97.28.0"]
 
 
 def test_semver_prerelease_rules_of_the_spec() -> None:
