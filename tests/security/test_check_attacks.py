@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.concourse import run_asset
+from tests.support.cli import ok, run_cli, write_yaml
+from tests.support.concourse import make_source, run_asset
 from tests.support.gpgkeys import GpgKeys, clearsign
 from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure, small_tree
@@ -180,3 +181,19 @@ def test_batch_verification_gives_each_object_its_own_verdict(gpg_keys: GpgKeys)
     kinds = [type(v).__name__ for v in batch]
     assert kinds.count("Verified") == 12 and kinds.count("UntrustedSigner") == 1
     assert sum(1 for v in batch if "BAD" in str(v)) == 6
+
+
+def test_commands_that_pick_the_latest_version_are_not_steered_by_a_replay(two: Sides, tmp_path: Path) -> None:
+    """unpack without --version, and prune's keep-N, use the same verified order as check."""
+    write(two, commit_key("9.0.0"), read(two, commit_key("1.0.0")))  # an old commit object under a newer key
+    config = write_yaml(tmp_path / "get.yml", two.get_source)
+    dest = tmp_path / "dest"
+    unpacked = ok(run_cli("unpack", "--config", config, dest))
+    assert (dest / "version").read_text() == "2.0.0", unpacked.stderr
+    assert "9.0.0" in unpacked.stderr and "replayed" in unpacked.stderr  # the one warning line
+    # prune cannot tell what an unverifiable commit object references: it deletes nothing
+    rw = write_yaml(tmp_path / "rw.yml", {**two.get_source, **make_source(two.server, two.bucket)})
+    before = two.keys_under("demo/")
+    pruned = run_cli("prune", "--config", rw, "--keep", "1", "--grace-hours", "0")
+    assert_clean_failure(pruned, "do not verify")
+    assert two.keys_under("demo/") == before
