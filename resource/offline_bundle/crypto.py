@@ -530,7 +530,7 @@ def _judge(
     if errsig:
         args = errsig[0].args
         if (len(args) > 5 and args[5] == "9") or "NO_PUBKEY" in words:
-            return UntrustedSigner(_signer_of(statuses), sorted(trusted))
+            return UntrustedSigner(_signer_of(statuses), list(trusted))
         return MalformedCommit(
             f"the commit object is malformed or altered: gpg cannot check its signature ({_human_errors(human)})"
         )
@@ -547,7 +547,7 @@ def _judge(
         )
     primary = valid[0].args[9]
     if primary not in trusted:
-        return UntrustedSigner(primary, sorted(trusted))
+        return UntrustedSigner(primary, list(trusted))
     if trusted[primary].revoked:
         return VerificationError(f"the commit object is signed by REVOKED key {primary}; refused")
     try:
