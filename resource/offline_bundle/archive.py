@@ -392,6 +392,28 @@ class TarStream(io.RawIOBase):
         return out
 
 
+# A GNU long name or link, or a PAX header, holds a path, a link target and a few numbers: far below
+# this. tarfile reads such a header's whole announced size into memory before anything is checked,
+# and a carrier can encrypt a payload to the (public) recipient key whose first header announces
+# gigabytes of zlib-compressed name.
+MAX_EXTENDED_HEADER = 1 << 20
+_EXTENDED_TYPES = frozenset(
+    {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an extended header too large to be a name, before it is read."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER:
+            raise VerificationError(
+                f"the archive has an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} "
+                "hold a name): not an archive the signed manifest describes"
+            )
+        return super()._proc_member(tarfile)  # type: ignore[misc]
+
+
 class FileWriter(Protocol):
     """Takes one file's bytes; ``commit`` only after its SHA-256 matched the signed manifest."""
 
@@ -472,7 +494,14 @@ def extract_part(
     made: set[str] = {""}
     # tarfile's stream reader copies what remains of its buffer on every read (each 512-byte header
     # too): a small buffer keeps that cheap for small files; large reads are unaffected.
-    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict", bufsize=TAR_READ_BUFFER) as tf:
+    with tarfile.open(
+        fileobj=stream,
+        mode="r|",
+        encoding="utf-8",
+        errors="strict",
+        bufsize=TAR_READ_BUFFER,
+        tarinfo=_BoundedTarInfo,
+    ) as tf:
         for ti in tf:
             name = ti.name.rstrip("/") if ti.isdir() else ti.name
             entry = want.get(name)

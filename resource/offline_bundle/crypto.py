@@ -566,13 +566,25 @@ def _judge(
 # ------------------------------------------------------------------------------------- encrypt/decrypt
 
 
-def _sink_callback(sink: Callable[[bytes], None]) -> Callable[[bytes], bool]:
-    def on_data(chunk: bytes) -> bool:
-        if chunk:
-            sink(chunk)
-        return False  # tell python-gnupg not to keep the chunk in memory
+class _SinkCallback:
+    """python-gnupg's ``on_data``: hands each chunk to ``sink`` and never raises.
 
-    return on_data
+    Once a callback raises, python-gnupg keeps every later chunk in memory to the end of gpg's
+    output (a zlib bomb inflates into the step's memory), so a failure is kept in ``failure``
+    instead, later chunks are dropped, and the caller re-raises it when gpg has finished.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        self.failure: Exception | None = None
+
+    def __call__(self, chunk: bytes) -> bool:
+        if chunk and self.failure is None:
+            try:
+                self._sink(chunk)
+            except Exception as e:  # noqa: BLE001 - re-raised by the caller once gpg is done
+                self.failure = e
+        return False  # tell python-gnupg not to keep the chunk in memory
 
 
 def encrypt_stream(
@@ -597,7 +609,7 @@ def encrypt_stream(
             ["--compress-algo", "none", "-z", "0"] if compression == "none" else ["--compress-algo", "zlib", "-z", "6"]
         )
         args = [*COMMON_ARGS, *CIPHER_ARGS, *comp]
-        gpg.on_data = _sink_callback(sink)
+        gpg.on_data = on_data = _SinkCallback(sink)
         if fprs:
             if passphrase is not None:
                 args.append("--symmetric")
@@ -606,7 +618,7 @@ def encrypt_stream(
             result = gpg.encrypt_file(
                 src, None, symmetric="AES256", armor=False, passphrase=passphrase, extra_args=args
             )
-        failure = getattr(result, "on_data_failure", None)
+        failure = on_data.failure or getattr(result, "on_data_failure", None)
         if failure is not None:
             raise failure
         statuses = parse_status(result.stderr)
@@ -650,11 +662,11 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
                     "the bundle is encrypted with a passphrase only but no encryption_passphrase is configured"
                 )
             passphrase = keys.passphrase
-        gpg.on_data = _sink_callback(sink)
+        gpg.on_data = on_data = _SinkCallback(sink)
         # Without a passphrase gpg would ask gpg-agent's pinentry, which prompts on a terminal.
         no_prompt = [] if passphrase else ["--pinentry-mode", "loopback"]
         result = gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=[*COMMON_ARGS, *no_prompt])
-        failure = getattr(result, "on_data_failure", None)
+        failure = on_data.failure or getattr(result, "on_data_failure", None)
         if failure is not None:
             raise failure
         statuses = parse_status(result.stderr)

@@ -134,6 +134,25 @@ def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Par
     return [p for p in manifest.parts if p.name in wanted]
 
 
+# What may follow a tar's end-of-archive blocks: padding to the writer's record size (10 KiB for
+# tar and for ours; a large blocking factor stays far below this).
+MAX_TAR_PADDING = 1 << 20
+
+
+def _drain_padding(pipe: ChunkPipe, part: Part) -> None:
+    """Read what gpg still has after the archive, never gathering it, and refuse more than padding.
+
+    A carrier who knows a part's plaintext (a public release, empty folders) can encrypt it to the
+    public recipient key followed by gigabytes of compressed zeros; the payload hash, complete only
+    at the end, would refuse it after gpg had inflated all of it.
+    """
+    left = MAX_TAR_PADDING
+    while chunk := pipe.read(CHUNK):
+        left -= len(chunk)
+        if left < 0:
+            raise VerificationError(f"part {part.name}: the payload goes on after the end of its archive")
+
+
 class Unpacker:
     def __init__(self, source: Source, store: Store, log: Log) -> None:
         self.source = source
@@ -350,7 +369,7 @@ class Unpacker:
         worker.start()
         try:
             result = extract_part(pipe, part.files, target, part=part.name, sink=sink)
-            pipe.read()  # gpg's last bytes (tar padding) so it can finish and report integrity
+            _drain_padding(pipe, part)  # gpg's last bytes so it can finish and report integrity
         except BaseException:
             pipe.abort()
             reader.stop()
