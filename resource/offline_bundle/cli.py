@@ -163,9 +163,9 @@ def cmd_pack(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
         raise ConfigError("give the parts with --part NAME=PATH[=DEST] or --parts-file FILE")
     for name, path, dest in specs:
         name = check_part_name(name)
-        if name in seen:
-            raise ConfigError(f"--part {name} is given twice")
-        seen.add(name)
+        if name.casefold() in seen:  # one folder on a case-insensitive destination
+            raise ConfigError(f"--part {name} is given twice (names differing only in case count as one)")
+        seen.add(name.casefold())
         parts.append(PartSpec(name, path, check_destination(dest or name + "/", f"--part {name} destination")))
     if args.version:
         check_name(args.version, "--version")

@@ -354,9 +354,9 @@ def parse_out_params(raw: Any) -> OutParams:
             if is_empty(key, item.get(key)):
                 raise ConfigError(f"{w}.{key} is required")
         name = check_part_name(_want_string(w, "name", item["name"]))
-        if name in seen:
-            raise ConfigError(f"{w}.name {name!r} is used by two parts")
-        seen.add(name)
+        if name.casefold() in seen:  # one folder on a case-insensitive destination
+            raise ConfigError(f"{w}.name {name!r} is used by two parts (names differing only in case count as one)")
+        seen.add(name.casefold())
         path = _want_string(w, "path", item["path"])
         # The one value where "" is not "absent": the empty key prefix publishes at the target's root.
         destination = item.get("destination")

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, VerificationError
-from .names import RESERVED_PART_NAMES, check_part_name, is_valid_name
+from .names import check_part_name, is_reserved_part_name, is_valid_name
 
 FORMAT_VERSION = 1
 TOOL_NAME = "offline-bundle"
@@ -346,6 +346,24 @@ def check_links(files: Iterable[FileEntry]) -> None:
             )
 
 
+# os.utime takes a 64-bit time_t; anything beyond is no time a file can have.
+MAX_MTIME = 1 << 63
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct.
+
+    json keeps the last of two equal keys, other readers (jq, a reviewer's tool) may keep the first:
+    a signed manifest must mean the same to every reader.
+    """
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _fail(f"the key {key!r} appears twice in one object")
+        doc[key] = value
+    return doc
+
+
 def _fail(what: str) -> VerificationError:
     return VerificationError(f"manifest is malformed: {what}")
 
@@ -381,6 +399,8 @@ def _parse_file(doc: Any, where: str) -> FileEntry:
     if not 0 <= mode <= 0o7777:
         raise _fail(f"{where}.mode is out of range")
     mtime = _get(doc, "mtime", int, where)
+    if not -MAX_MTIME <= mtime < MAX_MTIME:
+        raise _fail(f"{where}.mtime is out of range")
     size, sha, target, probe = 0, None, None, None
     if ftype == "file":
         size = _get(doc, "size", int, where)
@@ -449,13 +469,14 @@ def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
 def parse_manifest(data: bytes, *, blobs_prefix: str | None = None) -> Manifest:
     """Parse signed manifest bytes; ``blobs_prefix`` pins payload keys to this bundle's folder."""
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_object_without_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError: also an integer of more than 4,300 digits, which is not a JSONDecodeError.
         raise _fail(f"not JSON ({e.__class__.__name__})") from None
     if not isinstance(doc, dict):
         raise _fail("not a JSON object")
     fv = doc.get("format_version")
-    if fv != FORMAT_VERSION:
+    if type(fv) is not int or fv != FORMAT_VERSION:  # true and 1.0 equal 1 in Python
         raise VerificationError(
             f"bundle format_version {fv!r} is not supported by offline-bundle {__version__} "
             f"(it reads format_version {FORMAT_VERSION}); upgrade this side"
@@ -474,10 +495,10 @@ def parse_manifest(data: bytes, *, blobs_prefix: str | None = None) -> Manifest:
     parts_doc = _get(doc, "parts", list, "manifest")
     parts = tuple(_parse_part(p, f"parts[{i}]", blobs_prefix) for i, p in enumerate(parts_doc))
     names = [p.name for p in parts]
-    if len(set(names)) != len(names):
-        raise _fail("two parts share a name")
+    if len({n.casefold() for n in names}) != len(names):
+        raise _fail("two parts share a name (in some case: one folder on a case-insensitive destination)")
     for n in names:
-        if n in RESERVED_PART_NAMES:
+        if is_reserved_part_name(n):
             raise _fail(f"part name {n!r} is reserved")
     return Manifest(
         name=name,

@@ -14,6 +14,13 @@ from .errors import ConfigError
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 MAX_NAME_LENGTH = 200
 RESERVED_PART_NAMES = frozenset({"SHA256SUMS", "manifest.json", "manifest.json.asc", "version"})
+_RESERVED_FOLDED = frozenset(n.casefold() for n in RESERVED_PART_NAMES)
+
+
+def is_reserved_part_name(name: str) -> bool:
+    """In any case: on a case-insensitive destination (macOS, FAT, exFAT) part ``Version`` is the
+    ``version`` file."""
+    return name.casefold() in _RESERVED_FOLDED
 
 
 def is_valid_name(value: object) -> bool:
@@ -37,6 +44,6 @@ def check_name(value: object, what: str) -> str:
 
 def check_part_name(value: object) -> str:
     name = check_name(value, "part name")
-    if name in RESERVED_PART_NAMES:
+    if is_reserved_part_name(name):
         raise ConfigError(f"part name {name!r} is reserved (it is a file written beside the parts)")
     return name
