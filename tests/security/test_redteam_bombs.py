@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,17 +150,35 @@ def test_a_gigabyte_after_the_end_of_the_archive_is_not_read_into_memory(
     assert peak < RSS_LIMIT_KIB, f"peak RSS {peak} KiB"
 
 
-def test_a_signed_deep_tree_extracts(sides: Sides, forger: Forger, tmp_path: Path) -> None:
-    """1,000 nested folders (within the path limit): no recursion limit, no crash, all in place."""
-    depth = 1000
+def deep_tree(depth: int, data: bytes, announced: bytes) -> ForgedPart:
     paths = ["/".join(["d"] * i) for i in range(1, depth + 1)]
-    members = [node_member(p, tarfile.DIRTYPE) for p in paths] + [file_member(paths[-1] + "/x", b"deep")]
+    members = [node_member(p, tarfile.DIRTYPE) for p in paths] + [file_member(paths[-1] + "/x", data)]
     files: list[dict[str, Any]] = [{"path": p, "type": "dir", "mode": "0755", "mtime": 0} for p in paths]
-    files.append(file_entry(paths[-1] + "/x", b"deep"))
-    commit_in_lines(forger, "1", forger.manifest("1", [ForgedPart("p", tar_of(members), files)]))
-    dest = tmp_path / "dest"
-    sides.get("1", dest)
-    assert (dest / "p" / paths[-1] / "x").read_bytes() == b"deep"
+    files.append(file_entry(paths[-1] + "/x", announced))
+    return ForgedPart("p", tar_of(members), files)
+
+
+@pytest.fixture
+def deep_dest(tmp_path: Path) -> Iterator[Path]:
+    """Removed with rm: Python's recursive rmtree (pytest's own clean-up) stops at ~1,000 levels."""
+    yield tmp_path / "dest"
+    subprocess.run(["rm", "-rf", str(tmp_path / "dest")], check=True)
+
+
+def test_a_signed_deep_tree_extracts(sides: Sides, forger: Forger, deep_dest: Path) -> None:
+    """1,200 nested folders (within the path limit): no recursion limit, no crash, all in place."""
+    commit_in_lines(forger, "1", forger.manifest("1", [deep_tree(1200, b"deep", b"deep")]))
+    sides.get("1", deep_dest)
+    assert (deep_dest / "p" / "/".join(["d"] * 1200) / "x").read_bytes() == b"deep"
+
+
+def test_a_deep_tree_that_fails_at_its_last_file_leaves_nothing(sides: Sides, forger: Forger, deep_dest: Path) -> None:
+    """The carrier knows a deep part's folders and fails the last file: the staging folder, 1,200
+    levels deep by then, is removed and the failure is one line (exit 1), not a RecursionError."""
+    commit_in_lines(forger, "1", forger.manifest("1", [deep_tree(1200, b"evil", b"good")]))
+    proc = sides.in_("1", deep_dest)
+    assert_clean_failure(proc, "differs from the signed manifest", deep_dest)
+    assert proc.returncode == 1
 
 
 def test_a_manifest_of_a_million_entries_is_refused_or_read_within_bounds(
