@@ -105,20 +105,36 @@ def _make_destination(dest: str) -> None:
 
 def remove_tree(path: str) -> None:
     """Remove a folder we made, also when it holds read-only folders (a part may carry mode 0555
-    folders, and a non-root user cannot delete inside them); links are never followed."""
+    folders, and a non-root user cannot delete inside them); links are never followed.
+
+    Without recursion: a signed part may nest folders about 1,500 deep (the path limit allows it),
+    and ``os.walk`` and ``shutil.rmtree`` recurse once per level and fail near 1,000 with a
+    RecursionError, which would leave the staging folder behind and end the step as a crash.
+    """
     if not os.path.lexists(path):
         return
-    if os.path.isdir(path) and not os.path.islink(path):
-        for root, dirs, _ in os.walk(path):
-            for d in dirs:
-                full = os.path.join(root, d)
-                if not os.path.islink(full):
-                    with contextlib.suppress(OSError):
-                        os.chmod(full, 0o700)
-        shutil.rmtree(path, ignore_errors=True)
-    else:
+    if not os.path.isdir(path) or os.path.islink(path):
         with contextlib.suppress(OSError):
             os.unlink(path)
+        return
+    stack, folders = [path], []
+    while stack:
+        folder = stack.pop()
+        folders.append(folder)
+        try:
+            os.chmod(folder, 0o700)
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+        except OSError:
+            continue
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Part]:
