@@ -97,14 +97,24 @@ class Statement:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode("ascii")
 
 
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json keeps the last of two equal keys, another reader the first: a statement must mean one thing."""
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ApprovalRejected(f"its signed text gives the key {key!r} twice")
+        doc[key] = value
+    return doc
+
+
 def parse_statement(data: bytes) -> Statement:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_distinct_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also a number over 4,300 digits
         raise ApprovalRejected("its signed text is not JSON") from None
     if not isinstance(doc, dict) or doc.get("kind") != APPROVAL_KIND:
         raise ApprovalRejected(f"its signed text is not an {APPROVAL_KIND} statement")
-    if doc.get("format") != APPROVAL_FORMAT:
+    if type(doc.get("format")) is not type(APPROVAL_FORMAT) or doc.get("format") != APPROVAL_FORMAT:
         raise ApprovalRejected(
             f"approval format {doc.get('format')!r} is not known to this offline-bundle "
             f"(it reads format {APPROVAL_FORMAT}); upgrade this side"
