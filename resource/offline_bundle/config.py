@@ -327,6 +327,8 @@ def check_destination(value: str, where: str) -> str:
     """A destination is a key prefix on the far side: relative, no '..' segment, ends with '/'."""
     if value.startswith("/") or any(seg == ".." for seg in value.split("/")) or "\\" in value:
         raise ConfigError(f"{where} {value!r} must be a relative key prefix without '..'")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):  # as names in a part: a get refuses them
+        raise ConfigError(f"{where} {value!r} must not contain control characters")
     if value and not value.endswith("/"):
         value += "/"
     return value

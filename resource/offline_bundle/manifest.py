@@ -426,7 +426,13 @@ def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
     except Exception:
         raise _fail(f"{where}.name {name!r} is not a valid part name") from None
     destination = _get(doc, "destination", str, where)
-    if destination.startswith("/") or ".." in destination.split("/"):
+    if (
+        destination.startswith("/")
+        or ".." in destination.split("/")
+        or "\\" in destination
+        or _CONTROL.search(destination)
+        or (destination and not destination.endswith("/"))
+    ):  # what the put side writes: a relative folder of plain names, publish's keys stay below the prefix
         raise _fail(f"{where}.destination is not a safe relative prefix")
     p = _get(doc, "payload", dict, where)
     payload = Payload(
