@@ -154,3 +154,12 @@ def test_out_with_a_huge_version_file_refuses_without_reading_it_all(sides: Side
     assert_clean_failure(proc, "number")
     assert proc.returncode == 1
     assert sides.keys_under("") == []
+
+
+@pytest.mark.parametrize("version", ["1\n", "1\n2", "../1", "1/../1", ""])
+def test_in_refuses_a_version_string_that_is_not_a_name(bundle: Sides, tmp_path: Path, version: str) -> None:
+    """A version with a line break or a path in it names no commit object; nothing is fetched or written."""
+    dest = tmp_path / "dest"
+    proc = bundle.in_(version, dest)
+    assert_clean_failure(proc, "version", dest)
+    assert proc.returncode == 1
