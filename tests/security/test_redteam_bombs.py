@@ -181,10 +181,10 @@ def test_a_deep_tree_that_fails_at_its_last_file_leaves_nothing(sides: Sides, fo
     assert proc.returncode == 1
 
 
-def test_a_manifest_of_a_million_entries_is_refused_or_read_within_bounds(
+def test_a_manifest_of_half_a_million_entries_is_refused_within_bounds(
     sides: Sides, forger: Forger, tmp_path: Path
 ) -> None:
-    """A million tiny entries in a signed manifest under the commit-object limit, with a payload
+    """Half a million tiny entries in a signed manifest (about half the commit-object limit), with a payload
     that does not match: refused with one line, within the time and memory of the step."""
     n = 500_000
     files = [{"path": f"f{i}", "type": "dir", "mode": "0755", "mtime": 0} for i in range(n)]
