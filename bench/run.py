@@ -949,7 +949,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench()
     free = shutil.disk_usage(bench.work.parent if not bench.work.exists() else bench.work).free
-    need = 5 * bench.data_bytes  # data, floor file, one payload (+ its copy), a local tar and its .gpg
+    need = 5 * bench.data_bytes  # data, floor file, one payload, a local tar and its .gpg
     if free < need:
         print(f"bench: {free / GiB:.1f} GiB free, about {need / GiB:.1f} GiB needed", file=sys.stderr)
         return 2

@@ -210,7 +210,7 @@ def cmd_unpack(args: argparse.Namespace, log: Callable[[str], None], redact: Red
 
 
 def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redactor) -> int:
-    from .commit import latest_version, read_commit
+    from .commit import latest_version, payload_object_key, read_commit
     from .progress import human
 
     source = source_from(args, local=args.from_dir)
@@ -232,7 +232,8 @@ def cmd_show(args: argparse.Namespace, log: Callable[[str], None], redact: Redac
         )
         count = sum(1 for f in p.files if f.type == "file")
         print(f"part {p.name} -> {p.destination}  ({human(p.bytes)} in {count} files; {how})")
-        print(f"  payload {p.payload.key} {p.payload.size} bytes sha256 {p.payload.sha256}")
+        where = payload_object_key(source, p.payload)
+        print(f"  payload {where} {p.payload.size} bytes sha256 {p.payload.sha256}")
         if args.files:
             for f in p.files:
                 extra = (

@@ -8,6 +8,7 @@ version it is found under, and versions are ordered only by what they sign.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from . import crypto
 from .config import Source
 from .errors import BundleError, ConfigError, NotCommittedError, StoreError, VerificationError
-from .manifest import Manifest, parse_manifest
+from .manifest import BLOBS_FOLDER, Manifest, Payload, check_payload_key, parse_manifest
 from .names import is_valid_name
 from .store import COMMIT_MAX_BYTES, Store
 from .versions import Committed, nearest, order, select_for_check, semver_key
@@ -36,6 +37,21 @@ def commit_key(source: Source, version: str) -> str:
 
 def blobs_prefix(source: Source) -> str:
     return source.key("_blobs", "")
+
+
+def new_payload_key() -> str:
+    """A fresh ``_blobs/<id>``: 128 random bits, so the key is known before the first byte is sent."""
+    return BLOBS_FOLDER + secrets.token_hex(16)
+
+
+def payload_object_key(source: Source, payload: Payload) -> str:
+    """Where ``payload`` lives in ``source``'s store: the manifest's key is relative to the bundle's folder.
+
+    Every reader and writer of payload objects goes through here, and the key is checked again, so a
+    payload can only ever be read from or written to this bundle's own ``_blobs/``, whatever the
+    bucket or prefix the bundle was carried into.
+    """
+    return source.key("") + check_payload_key(payload.key)
 
 
 def write_commit(store: Store, key: str, body: bytes, *, only_if_absent: bool) -> None:
@@ -110,7 +126,7 @@ def trust_commit(
                 f"version {version} of bundle {source.name} is unsigned; refused (allow_unsigned: true accepts it)"
             )
         manifest_bytes = data.rstrip(b"\r\n")
-    manifest = parse_manifest(manifest_bytes, blobs_prefix=blobs_prefix(source))
+    manifest = parse_manifest(manifest_bytes)
     if manifest.name != source.name or manifest.version != version:
         raise VerificationError(
             f"the commit object at version {version} of bundle {source.name} describes "

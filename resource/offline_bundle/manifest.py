@@ -25,6 +25,12 @@ MAX_LINE = 19_000  # GnuPG clear-signs lines of at most 19,995 characters
 # A file's "probe" is the SHA-256 of its first PROBE_BYTES: a later put reads that much, not the whole
 # file, to see that a file of the same size changed before deciding whether a payload can be reused.
 PROBE_BYTES = 64 * 1024
+# A payload key is relative to the bundle's folder (``<prefix><name>/``): ``_blobs/<id>``, the id chosen
+# by the writer before the upload starts. A strict pattern keeps a signed manifest from naming anything
+# outside that folder (absolute keys, ``..``, another bundle, ``_records/``) in whatever store reads it.
+BLOBS_FOLDER = "_blobs/"
+PAYLOAD_ID_LENGTHS = (32, 64)  # 128 random bits as written; up to 256 bits accepted
+_PAYLOAD_KEY = re.compile(r"_blobs/[0-9a-f]{32,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +423,19 @@ def _parse_file(doc: Any, where: str) -> FileEntry:
     return FileEntry(path=path, type=ftype, mode=mode, mtime=mtime, size=size, sha256=sha, target=target, probe=probe)
 
 
-def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
+def check_payload_key(key: str, where: str = "payload.key") -> str:
+    """``key`` if it is ``_blobs/<id>``; a VerificationError naming the rule otherwise."""
+    if _PAYLOAD_KEY.fullmatch(key) is None:
+        shown = key if len(key) <= 80 else key[:77] + "..."
+        low, high = PAYLOAD_ID_LENGTHS
+        raise _fail(
+            f"{where} {shown!r} is not {BLOBS_FOLDER}<id> ({low} to {high} lowercase hex digits) "
+            "relative to the bundle's folder; refused"
+        )
+    return key
+
+
+def _parse_part(doc: Any, where: str) -> Part:
     if not isinstance(doc, dict):
         raise _fail(f"{where} is not a map")
     name = _get(doc, "name", str, where)
@@ -442,10 +460,7 @@ def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
     )
     if not _is_hex(payload.sha256) or payload.size < 0:
         raise _fail(f"{where}.payload has a bad size or sha256")
-    if not payload.key.endswith("/_blobs/" + payload.sha256):
-        raise _fail(f"{where}.payload.key does not name the payload by its SHA-256")
-    if bundle_prefix_blobs is not None and payload.key != bundle_prefix_blobs + payload.sha256:
-        raise _fail(f"{where}.payload.key is outside this bundle's _blobs/ folder")
+    check_payload_key(payload.key, f"{where}.payload.key")
     e = _get(doc, "encryption", dict, where)
     recipients = _get(e, "recipients", list, where + ".encryption")
     if not all(isinstance(r, str) for r in recipients):
@@ -472,8 +487,8 @@ def _parse_part(doc: Any, where: str, bundle_prefix_blobs: str | None) -> Part:
     return Part(name=name, destination=destination, payload=payload, encryption=encryption, files=files)
 
 
-def parse_manifest(data: bytes, *, blobs_prefix: str | None = None) -> Manifest:
-    """Parse signed manifest bytes; ``blobs_prefix`` pins payload keys to this bundle's folder."""
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse signed manifest bytes; every payload key must be ``_blobs/<id>`` inside the bundle's folder."""
     try:
         doc = json.loads(data.decode("utf-8"), object_pairs_hook=_object_without_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -499,7 +514,7 @@ def parse_manifest(data: bytes, *, blobs_prefix: str | None = None) -> Manifest:
     ):
         raise _fail("created_by must map names to strings")
     parts_doc = _get(doc, "parts", list, "manifest")
-    parts = tuple(_parse_part(p, f"parts[{i}]", blobs_prefix) for i, p in enumerate(parts_doc))
+    parts = tuple(_parse_part(p, f"parts[{i}]") for i, p in enumerate(parts_doc))
     names = [p.name for p in parts]
     if len({n.casefold() for n in names}) != len(names):
         raise _fail("two parts share a name (in some case: one folder on a case-insensitive destination)")

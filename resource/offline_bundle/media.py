@@ -8,8 +8,9 @@ written last. Nothing is staged anywhere else: disk use is the pieces plus at mo
 progress. A re-run keeps every piece its index lists once it hashes the same again.
 
 import: the medium's commit object is verified first with the far side's trusted keys; a payload
-already in the bucket is skipped only when its bytes hash to the signed manifest's SHA-256 (read
-back: a same-size object planted there is replaced); the others are uploaded piece by piece into
+(``_blobs/<id>``, relative to the bundle folder) already in the bucket is skipped only when its
+bytes hash to the signed manifest's SHA-256 (read back: a same-size object planted there is
+replaced); the others are uploaded piece by piece into
 one multipart upload each, no piece sent before it matched its hash, and completed only if the
 whole payload matches (``verified_upload``); the commit object goes last, and only if the version
 is absent or identical.
@@ -30,7 +31,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from . import safe_fs
@@ -40,6 +41,7 @@ from .commit import (
     commit_key,
     committed_versions,
     latest_version,
+    payload_object_key,
     read_commit,
     trust_commit,
     trusted_keys,
@@ -194,6 +196,10 @@ class Exporter:
             version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, nbytes, tuple(approvals)
         )
 
+    def _key(self, payload: Payload) -> str:
+        """The payload's object key: the same in the store and on the medium."""
+        return payload_object_key(self.source, payload)
+
     def _plan(self, payload: Payload, parts: list[str]) -> _PayloadPlan:
         count = len(piece_plan(payload.size, self.piece_size))
         if count > MAX_PIECES:
@@ -203,7 +209,7 @@ class Exporter:
             )
         fresh = PieceIndex(payload.sha256, payload.size, self.piece_size)
         try:
-            index = load_index(self.root, payload.key)
+            index = load_index(self.root, self._key(payload))
         except VerificationError as e:
             self.log(f"warning: {e}; exporting that payload again")
             index = None
@@ -213,11 +219,11 @@ class Exporter:
             self.piece_size,
         ):
             self.log(f"payload {payload.sha256[:12]}… is on the medium in other pieces: writing it again")
-            remove_pieces(self.root, payload.key)
+            remove_pieces(self.root, self._key(payload))
             index = None
         if index is None:
             index = fresh
-        folder = pieces_key(payload.key)
+        folder = pieces_key(self._key(payload))
         kept = 0
         for p in index.pieces:
             if _regular_size(self.root, f"{folder}/{p.name}") == p.size:
@@ -239,7 +245,7 @@ class Exporter:
 
     def _export_payload(self, plan: _PayloadPlan) -> tuple[int, int, int]:
         payload = plan.payload
-        folder = pieces_key(payload.key)
+        folder = pieces_key(self._key(payload))
         with safe_fs.folder_below(self.root, folder, create=True) as fd:
             leftovers = [name for name in os.listdir(fd) if name.startswith(TMP_PREFIX)]
         for leftover in leftovers:  # a piece in progress when an earlier run was killed
@@ -266,17 +272,17 @@ class Exporter:
                 self.log(f"{label}: piece {entry.name} on the medium does not match its index; writing it again")
             digest = self._write_piece(payload, offset, length, path, whole, progress)
             index = index.with_piece(Piece(number, offset, length, digest))
-            write_atomic(self.root, index_key(payload.key), index.to_json_bytes())
+            write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
             written, nbytes = written + 1, nbytes + length
         if whole.hexdigest() != payload.sha256:
-            remove_pieces(self.root, payload.key)
+            remove_pieces(self.root, self._key(payload))
             raise VerificationError(
                 f"{label}: the bytes read from {self.store.description} do not match the signed manifest's "
                 "SHA-256; its pieces were removed from the medium"
             )
         index = PieceIndex(index.sha256, index.size, index.piece_size, index.pieces, complete=True)
         write_atomic(self.root, f"{folder}/{SUMS_NAME}", index.sha256sums().encode("ascii"))
-        write_atomic(self.root, index_key(payload.key), index.to_json_bytes())
+        write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
         progress.finish()
         self.log(f"{label}: {written} piece(s) written, {kept} kept; SHA-256 of the whole payload verified")
         return written, kept, nbytes
@@ -294,7 +300,7 @@ class Exporter:
         new = safe_fs.NewFile(self.root, path, tmp_prefix=f"{TMP_PREFIX}{path.rpartition('/')[2]}-")
         piece_hash = hashlib.sha256()
         got = 0
-        reader = self.store.open_range(payload.key, payload.size, offset, offset + length)
+        reader = self.store.open_range(self._key(payload), payload.size, offset, offset + length)
         try:
             while got < length:
                 data = reader.read(min(CHUNK, length - got))
@@ -306,7 +312,7 @@ class Exporter:
                 got += len(data)
                 progress.add(len(data))
             if got != length:
-                raise StoreError(f"{payload.key} ended at byte {offset + got} of {payload.size}")
+                raise StoreError(f"{self._key(payload)} ended at byte {offset + got} of {payload.size}")
             new.commit()
         except BaseException:
             new.discard()
@@ -376,9 +382,18 @@ class ImportResult:
 
 class Importer:
     def __init__(
-        self, source: Source, store: Store, root: str, log: Log, *, env: Mapping[str, str] | None = None
+        self,
+        source: Source,
+        store: Store,
+        root: str,
+        log: Log,
+        *,
+        env: Mapping[str, str] | None = None,
+        medium_prefix: str | None = None,
     ) -> None:
         self.source = source
+        # The medium holds the bundle under the exporting side's prefix, which may not be this one's.
+        self.medium_source = source if medium_prefix is None else replace(source, prefix=medium_prefix)
         self.store = store
         self.root = os.path.abspath(root)
         self.medium: MediumStore | None = None
@@ -392,11 +407,11 @@ class Importer:
         """Committed versions on the medium, oldest first (version_order)."""
         if self.medium is None:
             raise BundleError(f"--from {self.root} is not a folder")
-        found = committed_versions(self.source, self.medium, self.log, untrusted_is_error=True)
+        found = committed_versions(self.medium_source, self.medium, self.log, untrusted_is_error=True)
         if not found:
             raise BundleError(
                 f"no committed version of bundle {self.source.name} on {self.root} "
-                f"(looked for {self.source.key('<version>', 'manifest.json.asc')})"
+                f"(looked for {self.medium_source.key('<version>', 'manifest.json.asc')})"
             )
         return [t.manifest.version for t in found]
 
@@ -410,7 +425,7 @@ class Importer:
         assert self.medium is not None
         source = self.source
         key = commit_key(source, version)
-        data = self.medium.get_bytes(key)
+        data = self.medium.get_bytes(commit_key(self.medium_source, version))
         if data is None:
             raise BundleError(f"version {version} is not on {self.root}")
         trusted = trust_commit(source, data, version, keys=trusted_keys(source))  # signature first
@@ -424,7 +439,9 @@ class Importer:
                     "object; refused (prune it there first if it should be replaced)"
                 )
             self.log(f"version {version} is already committed in {self.store.description}: no payload to import")
-            approvals = carry_approvals(source, self.medium, self.store, trusted, self.log)
+            approvals = carry_approvals(
+                self.medium_source, self.medium, self.store, trusted, self.log, dst_source=source
+            )
             return ImportResult(version, trusted.signer, True, (), (), 0, 0, tuple(approvals))
 
         todo: list[tuple[Payload, list[str], list[PieceSource]]] = []
@@ -432,7 +449,9 @@ class Importer:
         problems: list[str] = []
         for payload, parts in unique_payloads(manifest):
             label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            if holds_payload(self.store, payload.key, payload.size, payload.sha256, self.log, label=label):
+            if holds_payload(
+                self.store, payload_object_key(source, payload), payload.size, payload.sha256, self.log, label=label
+            ):
                 present.append(payload.key)
                 continue
             try:
@@ -447,9 +466,8 @@ class Importer:
         uploaded = resumed = 0
         for payload, parts, sources in todo:
             label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            outcome = upload_verified(
-                self.store, payload.key, payload.size, payload.sha256, sources, self.log, label=label
-            )
+            target = payload_object_key(source, payload)
+            outcome = upload_verified(self.store, target, payload.size, payload.sha256, sources, self.log, label=label)
             self.log(
                 f"{label}: {outcome.uploaded} piece(s) uploaded, {outcome.resumed} resumed from an interrupted "
                 "upload; every piece and the payload's SHA-256 verified"
@@ -457,7 +475,7 @@ class Importer:
             uploaded, resumed = uploaded + outcome.uploaded, resumed + outcome.resumed
 
         self._commit(key, data, version)
-        approvals = carry_approvals(source, self.medium, self.store, trusted, self.log)
+        approvals = carry_approvals(self.medium_source, self.medium, self.store, trusted, self.log, dst_source=source)
         self.log(
             f"imported {manifest.name} {version} into {self.store.description}: {len(todo)} payload(s) uploaded, "
             f"{len(present)} already there"
@@ -489,6 +507,9 @@ class Importer:
             tuple(approvals),
         )
 
+    def _medium_key(self, payload: Payload) -> str:
+        return payload_object_key(self.medium_source, payload)
+
     def _medium_sources(self, payload: Payload, parts: list[str]) -> list[PieceSource]:
         """The payload's pieces on the medium, checked for presence, kind and size before any upload starts.
 
@@ -497,9 +518,9 @@ class Importer:
         Every file is a regular file below the medium's root, reached without following a link.
         """
         where = f"payload of part {', '.join(parts)}"
-        index = load_index(self.root, payload.key)
+        index = load_index(self.root, self._medium_key(payload))
         if index is None:
-            size = safe_fs.regular_size_below(self.root, check_key(payload.key))
+            size = safe_fs.regular_size_below(self.root, check_key(self._medium_key(payload)))
             if size is None:
                 raise BundleError(
                     f"{where} is neither on {self.root} nor in {self.store.description} "
@@ -507,15 +528,15 @@ class Importer:
                 )
             if size != payload.size:
                 raise VerificationError(
-                    f"{where}: {medium_path(self.root, payload.key)} is not the {payload.size} bytes "
+                    f"{where}: {medium_path(self.root, self._medium_key(payload))} is not the {payload.size} bytes "
                     "the signed manifest says"
                 )
-            return _ranges_of_file(self.root, payload.key, payload.size)
-        path = index_path(self.root, payload.key)
+            return _ranges_of_file(self.root, self._medium_key(payload), payload.size)
+        path = index_path(self.root, self._medium_key(payload))
         if (index.sha256, index.size) != (payload.sha256, payload.size):
             raise VerificationError(f"{path} describes another payload than the signed manifest")
         index.check_complete(path)
-        folder, shown = pieces_key(payload.key), pieces_dir(self.root, payload.key)
+        folder, shown = pieces_key(self._medium_key(payload)), pieces_dir(self.root, self._medium_key(payload))
         for piece in index.pieces:
             size = safe_fs.regular_size_below(self.root, f"{folder}/{piece.name}")
             if size is None:
@@ -527,8 +548,8 @@ class Importer:
         return self._piece_sources(payload, index)
 
     def _piece_sources(self, payload: Payload, index: PieceIndex) -> list[PieceSource]:
-        folder = pieces_key(payload.key)
-        shown = pieces_dir(self.root, payload.key)
+        folder = pieces_key(self._medium_key(payload))
+        shown = pieces_dir(self.root, self._medium_key(payload))
 
         def opener(key: str, size: int, label: str) -> Callable[[], BinaryIO]:
             return lambda: _opened(self.root, key, size, label)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .approvals import carry_approvals, has_approval_objects
-from .commit import commit_key, trust_commit, trusted_keys, verified_listing, write_commit
+from .commit import commit_key, payload_object_key, trust_commit, trusted_keys, verified_listing, write_commit
 from .config import Source
 from .errors import BundleError, ConfigError, StoreError
 from .manifest import Payload
@@ -55,13 +55,10 @@ class Mirror:
         *,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        if (src.name, src.prefix) != (dst.name, dst.prefix):
-            raise ConfigError(
-                "--from-config and --to-config must name the same bundle with the same prefix: "
-                "the signed manifest names its payloads' keys"
-            )
-        if (src.endpoint, src.bucket) == (dst.endpoint, dst.bucket):
-            raise ConfigError("--from-config and --to-config point at the same bucket")
+        if src.name != dst.name:
+            raise ConfigError("--from-config and --to-config must name the same bundle: the signed manifest names it")
+        if (src.endpoint, src.bucket, src.prefix) == (dst.endpoint, dst.bucket, dst.prefix):
+            raise ConfigError("--from-config and --to-config point at the same bundle folder")
         self.src, self.src_store, self.dst, self.dst_store = src, src_store, dst, dst_store
         self.log = log
         self.env = env
@@ -105,8 +102,8 @@ class Mirror:
 
     def _mirror_version(self, version: str, counts: list[int]) -> bool:
         """True if copied, False if the far side already had it."""
-        key = commit_key(self.src, version)
-        data = self.src_store.get_bytes(key)
+        key = commit_key(self.dst, version)  # where it goes: the far side's prefix
+        data = self.src_store.get_bytes(commit_key(self.src, version))
         if data is None:
             raise BundleError(f"the commit object disappeared from {self.src_store.description}")
         existing = self.dst_store.get_bytes(key)
@@ -125,12 +122,19 @@ class Mirror:
         present: list[str] = []
         for payload, parts in unique_payloads(trusted.manifest):
             label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            if holds_payload(self.dst_store, payload.key, payload.size, payload.sha256, self.log, label=label):
+            if holds_payload(
+                self.dst_store,
+                payload_object_key(self.dst, payload),
+                payload.size,
+                payload.sha256,
+                self.log,
+                label=label,
+            ):
                 present.append(payload.key)
                 continue
             outcome = upload_verified(
                 self.dst_store,
-                payload.key,
+                payload_object_key(self.dst, payload),
                 payload.size,
                 payload.sha256,
                 self._ranges(payload),
@@ -162,16 +166,17 @@ class Mirror:
 
     def _ranges(self, payload: Payload) -> list[PieceSource]:
         part = choose_part_size(payload.size)
+        key = payload_object_key(self.src, payload)
 
         def opener(start: int, end: int) -> Callable[[], BinaryIO]:
             def read_range() -> BinaryIO:
                 buf = io.BytesIO()  # one multipart part in memory: botocore needs a body it can rewind
-                reader = self.src_store.open_range(payload.key, payload.size, start, end)
+                reader = self.src_store.open_range(key, payload.size, start, end)
                 try:
                     while buf.tell() < end - start:
                         data = reader.read(end - start - buf.tell())
                         if not data:
-                            raise StoreError(f"{payload.key} ended at byte {start + buf.tell()} of {payload.size}")
+                            raise StoreError(f"{key} ended at byte {start + buf.tell()} of {payload.size}")
                         buf.write(data)
                 finally:
                     reader.close()

@@ -9,17 +9,25 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import crypto
 from .archive import CHUNK, PartPlan, TarStream, hash_entries, plan_part, probe_of
-from .commit import Trusted, blobs_prefix, commit_key, committed_versions, read_commit, trusted_keys, write_commit
+from .commit import (
+    Trusted,
+    commit_key,
+    committed_versions,
+    new_payload_key,
+    payload_object_key,
+    read_commit,
+    trusted_keys,
+    write_commit,
+)
 from .config import BuildInfo, OutParams, Source
 from .confined import BuildDir
 from .errors import BundleError, ConfigError, StoreError, VerificationError
-from .manifest import PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
+from .manifest import BLOBS_FOLDER, PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
 from .names import MAX_NAME_LENGTH, is_valid_name
 from .progress import Progress
 from .store import COMMIT_MAX_BYTES, MiB, Store
@@ -130,7 +138,7 @@ def manifest_size_bound(
         Part(
             plan.name,
             plan.destination,
-            Payload(blobs_prefix(source) + _PLACEHOLDER_SHA, 10**18, _PLACEHOLDER_SHA),
+            Payload(BLOBS_FOLDER + _PLACEHOLDER_SHA, 10**18, _PLACEHOLDER_SHA),
             encryption,
             tuple(
                 FileEntry(
@@ -226,8 +234,8 @@ class Packer:
         parts: list[Part] = []
         uploaded: list[str] = []
         reused: list[str] = []
-        with ThreadPoolExecutor(1, thread_name_prefix="promote") as promoter:
-            pending = []
+        created: list[str] = []  # payload objects of this put: removed again if it fails
+        try:
             for plan in plans:
                 part = self._reuse(plan, candidates, encryption)
                 if part is not None:
@@ -236,13 +244,25 @@ class Packer:
                         f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})"
                     )
                 else:
-                    part, promotion = self._upload(plan, encryption, promoter)
-                    pending.extend([promotion] if promotion is not None else [])
+                    part = self._upload(plan, encryption, created)
                     uploaded.append(plan.name)
                 parts.append(part)
-            for promotion in pending:
-                promotion.result()  # every payload under its final name before the commit object
+        except BaseException:
+            self._remove(created)
+            raise
+        # Not removed if the commit fails: a write that timed out may still have committed them.
+        return self._commit(build, version, existing is not None, parts, uploaded, reused)
 
+    def _commit(
+        self,
+        build: BuildInfo,
+        version: str,
+        existed: bool,
+        parts: list[Part],
+        uploaded: list[str],
+        reused: list[str],
+    ) -> PutResult:
+        source = self.source
         manifest = Manifest(
             name=source.name,
             version=version,
@@ -255,13 +275,24 @@ class Packer:
         if source.signing_private_key:
             body, signer = crypto.clearsign(body, source.signing_private_key, source.signing_private_key_passphrase)
         try:
-            write_commit(self.store, commit_key(source, version), body, only_if_absent=existing is None)
+            write_commit(self.store, commit_key(source, version), body, only_if_absent=not existed)
         except StoreError as e:
             if "already exists" in str(e):
                 raise BundleError(f"version {version} was committed by someone else while this put ran") from None
             raise
         self.log(f"committed {source.name} {version}: {len(uploaded)} part(s) uploaded, {len(reused)} reused")
         return PutResult(manifest, signer, tuple(uploaded), tuple(reused), unchanged=False)
+
+    def _remove(self, keys: list[str]) -> None:
+        """Delete the payload objects a failed put wrote: their ids are fresh, so no version references them.
+
+        Best effort: what a dead store keeps, ``prune`` removes once it is older than its grace period.
+        """
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except BundleError:
+                self.log(f"warning: could not remove {key} after the failure; prune removes it later")
 
     def _same_content(self, plans: list[PartPlan], current: Trusted) -> bool:
         parts = {p.name: p for p in current.manifest.parts}
@@ -285,18 +316,21 @@ class Packer:
         for cand in candidates:
             if _part_shape(cand) != shape or not _same_files(plan, cand):
                 continue
-            info = self.store.head(cand.payload.key)
+            info = self.store.head(payload_object_key(self.source, cand.payload))
             if info is None or info.size != cand.payload.size:
                 continue
             return Part(plan.name, plan.destination, cand.payload, cand.encryption, cand.files)
         return None
 
-    def _upload(self, plan: PartPlan, encryption: Encryption, promoter: Executor) -> tuple[Part, Future[None] | None]:
+    def _upload(self, plan: PartPlan, encryption: Encryption, created: list[str]) -> Part:
+        """Stream one part to a fresh ``_blobs/<id>``, its final key: no temporary name, no copy."""
         source = self.source
         estimate = plan.estimated_tar_size() + 64 * 1024
         progress = Progress(f"part {plan.name}", plan.bytes)
         tar = TarStream(plan.entries, on_bytes=progress.add)
-        writer = self.store.writer(blobs_prefix(source), estimate)
+        key = new_payload_key()
+        object_key = payload_object_key(source, Payload(key, 0, ""))
+        writer = self.store.writer(object_key, estimate)
 
         def sink(chunk: bytes) -> None:
             try:
@@ -317,7 +351,8 @@ class Packer:
             else:
                 while chunk := tar.read(CHUNK):
                     sink(chunk)
-            written = writer.close(promoter)
+            created.append(object_key)  # before close: a failed completion may still have made the object
+            written = writer.close()
         except BaseException:
             writer.abort()
             raise
@@ -326,5 +361,4 @@ class Packer:
             f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"
         )
         files = tuple(e.to_file_entry() for e in plan.entries)
-        part = Part(plan.name, plan.destination, Payload(written.key, written.size, written.sha256), encryption, files)
-        return part, written.pending
+        return Part(plan.name, plan.destination, Payload(key, written.size, written.sha256), encryption, files)

@@ -4,9 +4,9 @@ A medium is a folder in the bucket layout of SPEC §7 (the source's ``prefix`` i
 ``pack --to-dir`` writes it), except that each payload is kept as pieces:
 
     <prefix><name>/<version>/manifest.json.asc          the commit object, byte for byte; written last
-    <prefix><name>/_blobs/<sha256>.pieces/00001         bytes [0, piece size) of the payload, 00002 the next...
-    <prefix><name>/_blobs/<sha256>.pieces/SHA256SUMS    the pieces' SHA-256, for ``sha256sum --strict -c``
-    <prefix><name>/_blobs/<sha256>.index.json           payload size and SHA-256, piece size, and each piece's
+    <prefix><name>/_blobs/<id>.pieces/00001             bytes [0, piece size) of the payload, 00002 the next...
+    <prefix><name>/_blobs/<id>.pieces/SHA256SUMS        the pieces' SHA-256, for ``sha256sum --strict -c``
+    <prefix><name>/_blobs/<id>.index.json               payload size and SHA-256, piece size, and each piece's
                                                         number, offset, size and SHA-256; ``complete`` once whole
 
 Why pieces: FAT32 (what most removable media and transfer kiosks take) holds files of at most
@@ -271,7 +271,7 @@ class MediumStore(DirStore):
 
     ``verify``, ``unpack``, ``show``, ``list`` and ``prune`` with ``--from-dir`` then work on a medium
     written by ``export`` as on one written by ``pack --to-dir``: a payload whose index is complete reads
-    (and lists, and deletes) as the one object ``_blobs/<sha256>``; each piece's size and SHA-256 are
+    (and lists, and deletes) as the one object ``_blobs/<id>``; each piece's size and SHA-256 are
     checked against the index as it streams, so a damaged piece is named.
     """
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .approvals import approvals_prefix
-from .commit import blobs_prefix, commit_key, trusted_keys, verified_listing
+from .commit import blobs_prefix, commit_key, payload_object_key, trusted_keys, verified_listing
 from .config import Source
 from .errors import BundleError, ConfigError
 from .store import Store
@@ -54,7 +54,7 @@ def prune(
     kept, dropped = ordered[-keep:], ordered[:-keep]
     referenced: set[str] = set()
     for m in kept:
-        referenced.update(p.payload.key for p in m.parts)
+        referenced.update(payload_object_key(source, p.payload) for p in m.parts)
 
     act = "would delete" if dry_run else "deleted"
     for c in dropped:
@@ -75,15 +75,10 @@ def prune(
         if not dry_run:
             store.delete(obj.key)
         deleted.append(obj.key)
-    for obj in store.list(source.key("_incoming", "")):
-        if now - obj.last_modified >= grace:
-            if not dry_run:
-                store.delete(obj.key)
-            deleted.append(obj.key)
     log(f"{act} {len(deleted)} unreferenced payload object(s); kept {young} younger than the grace period")
 
     aborted = 0
-    for up in store.list_uploads(source.key("")):
+    for up in store.list_uploads(blobs_prefix(source)):
         if now - up.initiated >= grace:
             if not dry_run:
                 store.abort_upload(up.key, up.upload_id)

@@ -13,10 +13,9 @@ import io
 import os
 import sys
 import threading
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -99,8 +98,6 @@ class Written:
     key: str
     size: int
     sha256: str
-    # Set when the move to the final name still runs in the background: wait for it before committing.
-    pending: Future[None] | None = field(default=None, compare=False)
 
 
 class Store(ABC):
@@ -127,10 +124,8 @@ class Store(ABC):
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase: ...
 
     @abstractmethod
-    def writer(
-        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
-    ) -> BlobWriter:
-        """A writer whose bytes become ``<blobs_prefix><sha256>`` once it is closed."""
+    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
+        """A writer whose bytes appear at ``key`` only once it is closed; abort leaves nothing there."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -150,7 +145,7 @@ class Store(ABC):
 
 
 class BlobWriter(ABC):
-    """Takes a stream of bytes, hashes it once, and stores it named by its SHA-256."""
+    """Takes a stream of bytes, hashes it once (the SHA-256 goes into the manifest), stores it at its key."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
@@ -160,8 +155,7 @@ class BlobWriter(ABC):
     def write(self, chunk: bytes) -> None: ...
 
     @abstractmethod
-    def close(self, background: Executor | None = None) -> Written:
-        """Finish the object; slow server-side work may go to ``background`` (see ``Written.pending``)."""
+    def close(self) -> Written: ...
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -258,10 +252,8 @@ class DirStore(Store):
         f._raw.seek(start)  # type: ignore[attr-defined]
         return _CountingReader(_Bounded(f, end - start), on_bytes)
 
-    def writer(
-        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
-    ) -> BlobWriter:
-        return _DirWriter(self, blobs_prefix, on_bytes)
+    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
+        return _DirWriter(self, key, on_bytes)
 
     def delete(self, key: str) -> None:
         self._path(key)
@@ -320,13 +312,14 @@ class _Bounded(io.RawIOBase):
 
 
 class _DirWriter(BlobWriter):
-    def __init__(self, store: DirStore, blobs_prefix: str, on_bytes: Callable[[int], None] | None) -> None:
+    """Writes under a temporary name in the key's folder, renamed to the key once synced."""
+
+    def __init__(self, store: DirStore, key: str, on_bytes: Callable[[int], None] | None) -> None:
         super().__init__()
-        self._store = store
-        self._prefix = blobs_prefix
-        store._path(blobs_prefix.rstrip("/"))
-        # The final name is the SHA-256, known at the end; the file is made in its folder under a temporary one.
-        self._new = safe_fs.NewFile(store.root, blobs_prefix + "pending")
+        store._path(key)
+        self._key = key
+        # Written under a temporary name in the key's folder (held open), renamed to the key at close.
+        self._new = safe_fs.NewFile(store.root, key)
         self._f = self._new.file
         self._on_bytes = on_bytes
 
@@ -337,10 +330,9 @@ class _DirWriter(BlobWriter):
         if self._on_bytes:
             self._on_bytes(len(chunk))
 
-    def close(self, background: Executor | None = None) -> Written:
-        digest = self._hash.hexdigest()
-        self._new.commit(name=digest)
-        return Written(self._prefix + digest, self.size, digest)
+    def close(self) -> Written:
+        self._new.commit()
+        return Written(self._key, self.size, self._hash.hexdigest())
 
     def abort(self) -> None:
         self._new.discard()
@@ -784,10 +776,8 @@ class S3Store(Store):
     ) -> io.RawIOBase:
         return _ResumingReader(self, key, size, on_bytes, start=start, end=end)
 
-    def writer(
-        self, blobs_prefix: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None
-    ) -> BlobWriter:
-        return _S3Writer(self, blobs_prefix, estimated_bytes, on_bytes)
+    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
+        return _S3Writer(self, key, estimated_bytes, on_bytes)
 
     def delete(self, key: str) -> None:
         try:
@@ -809,43 +799,6 @@ class S3Store(Store):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001
             raise _s3_error(e, f"aborting the upload of {key}", self.description) from None
-
-    def copy(self, src: str, dst: str, size: int) -> None:
-        """Server-side copy; above 5 GiB, a multipart copy in parallel ranges."""
-        try:
-            if size <= MAX_PART:
-                self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})  # type: ignore[attr-defined]
-                return
-            part = max(choose_part_size(size), 512 * MiB)
-            up = _Uploader(self.client, self.bucket, dst, MAX_CONCURRENCY)
-            up.start()
-            try:
-                futures = []
-                with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:
-                    for n, start in enumerate(range(0, size, part), 1):
-                        end = min(size, start + part) - 1
-                        futures.append(
-                            pool.submit(
-                                self.client.upload_part_copy,  # type: ignore[attr-defined]
-                                Bucket=self.bucket,
-                                Key=dst,
-                                UploadId=up.upload_id,
-                                PartNumber=n,
-                                CopySource={"Bucket": self.bucket, "Key": src},
-                                CopySourceRange=f"bytes={start}-{end}",
-                            )
-                        )
-                up.parts = [
-                    {"PartNumber": i + 1, "ETag": f.result()["CopyPartResult"]["ETag"]} for i, f in enumerate(futures)
-                ]
-                up.finish()
-            except BaseException:
-                up.abort()
-                raise
-        except StoreError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"copying {src} to {dst}", self.description) from None
 
 
 class _ResumingReader(io.RawIOBase):
@@ -959,19 +912,16 @@ class _ResumingReader(io.RawIOBase):
 
 
 class _S3Writer(BlobWriter):
-    """Buffers one part at a time; small payloads go up in one PUT under their final name.
+    """Buffers one part at a time, straight to the payload's key; a payload of one part is a single PUT.
 
-    A larger payload's name is only known at its end, so it is uploaded under ``_incoming/`` and
-    copied server-side to ``_blobs/<sha256>`` (skipped when that object exists: content naming).
+    The key is chosen before the first byte, so there is no temporary name and no server-side copy:
+    a multipart upload makes no object until it is completed, and an aborted one leaves nothing.
     """
 
-    def __init__(
-        self, store: S3Store, blobs_prefix: str, estimated: int, on_bytes: Callable[[int], None] | None
-    ) -> None:
+    def __init__(self, store: S3Store, key: str, estimated: int, on_bytes: Callable[[int], None] | None) -> None:
         super().__init__()
         self._store = store
-        self._blobs = blobs_prefix
-        self._incoming = blobs_prefix[: -len("_blobs/")] + "_incoming/" + uuid.uuid4().hex
+        self._key = key
         self.part_size = choose_part_size(estimated)
         self.concurrency = choose_concurrency(self.part_size, store.memory_budget)
         self._chunks: list[bytes] = []
@@ -997,11 +947,11 @@ class _S3Writer(BlobWriter):
         self._chunks = []
         self._buffered = 0
         if self._up is None:
-            self._up = _Uploader(self._store.client, self._store.bucket, self._incoming, self.concurrency)
+            self._up = _Uploader(self._store.client, self._store.bucket, self._key, self.concurrency)
             try:
                 self._up.start()
             except Exception as e:  # noqa: BLE001
-                raise _s3_error(e, f"starting the upload of {self._incoming}") from None
+                raise _s3_error(e, f"starting the upload of {self._key}") from None
         self._number += 1
         if self._number > MAX_PARTS:
             raise StoreError("payload outgrew 10,000 parts: the size estimate was far too low")
@@ -1010,19 +960,17 @@ class _S3Writer(BlobWriter):
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"uploading {self._incoming}") from None
+            raise _s3_error(e, f"uploading {self._key}") from None
 
-    def close(self, background: Executor | None = None) -> Written:
+    def close(self) -> Written:
         digest = self._hash.hexdigest()
-        final = self._blobs + digest
-        if self._up is None:  # it all fit in one part: one PUT, already under its name
+        if self._up is None:  # it all fit in one part: one PUT
             data = b"".join(self._chunks)
             self._chunks = []
-            if self._store.head(final) is None:
-                self._store.put_bytes(final, data)
+            self._store.put_bytes(self._key, data)
             if self._on_bytes:
                 self._on_bytes(len(data))
-            return Written(final, self.size, digest)
+            return Written(self._key, self.size, digest)
         if self._buffered:
             self._flush()
         try:
@@ -1030,24 +978,10 @@ class _S3Writer(BlobWriter):
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"completing the upload of {self._incoming}") from None
-        size, incoming = self.size, self._incoming
-
-        def promote() -> None:
-            existing = self._store.head(final)
-            if existing is None or existing.size != size:
-                self._store.copy(incoming, final, size)
-            self._store.delete(incoming)
-
-        if background is None:
-            promote()
-            return Written(final, size, digest)
-        # The copy is server-side work: let the next part stream while it runs.
-        return Written(final, size, digest, pending=background.submit(promote))
+            raise _s3_error(e, f"completing the upload of {self._key}") from None
+        return Written(self._key, self.size, digest)
 
     def abort(self) -> None:
         self._chunks = []
         if self._up is not None:
             self._up.abort()
-            with contextlib.suppress(StoreError):
-                self._store.delete(self._incoming)

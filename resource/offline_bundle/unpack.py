@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from . import crypto
 from .approvals import ApprovalStatus, require_approvals
 from .archive import CHUNK, ExtractResult, FileSink, extract_part
-from .commit import COMMIT_NAME, Trusted, read_commit
+from .commit import COMMIT_NAME, Trusted, payload_object_key, read_commit
 from .config import InParams, Source
 from .errors import BundleError, ConfigError, PathError, VerificationError, path_error
 from .manifest import Manifest, Part
@@ -312,7 +312,9 @@ class Unpacker:
     ) -> tuple[int, int]:
         progress = Progress(f"part {part.name}", part.payload.size)
         try:
-            raw = self.store.open_read(part.payload.key, part.payload.size, on_bytes=progress.add)
+            raw = self.store.open_read(
+                payload_object_key(self.source, part.payload), part.payload.size, on_bytes=progress.add
+            )
         except BundleError as e:
             raise e.__class__(f"part {part.name}: {e}") from None
         reader = HashingReader(raw)
@@ -359,13 +361,13 @@ class Unpacker:
     def _payload_matches(part: Part, reader: HashingReader) -> bool:
         return reader.size == part.payload.size and reader.hash.hexdigest() == part.payload.sha256
 
-    @staticmethod
-    def _payload_mismatch(part: Part, reader: HashingReader) -> VerificationError:
+    def _payload_mismatch(self, part: Part, reader: HashingReader) -> VerificationError:
         if reader.size != part.payload.size:
             detail = f"{reader.size} bytes where the signed manifest says {part.payload.size}"
         else:
             detail = "its SHA-256 differs from the signed manifest"
-        return VerificationError(f"part {part.name}: payload {part.payload.key} was altered: {detail}")
+        key = payload_object_key(self.source, part.payload)
+        return VerificationError(f"part {part.name}: payload {key} was altered: {detail}")
 
     def _decrypt_and_extract(
         self, part: Part, reader: HashingReader, target: str | None, use_key: bool, sink: FileSink | None = None

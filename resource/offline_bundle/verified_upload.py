@@ -1,7 +1,7 @@
 """A multipart upload straight to a payload's final key: no byte is sent before it matched a hash.
 
-Import and mirror know a payload's key and SHA-256 (from the signed manifest) before they read a
-byte, so they upload straight to that key: the object does not exist until
+Import and mirror know a payload's key (``_blobs/<id>``) and SHA-256 from the signed manifest before
+they read a byte, so they upload straight to that key, as a put does: the object does not exist until
 CompleteMultipartUpload, which is sent only after the whole payload's size and SHA-256 matched.
 
 Nothing is sent unverified, even into an upload that is never completed: the parts of an open (or

@@ -189,7 +189,7 @@ def test_put_check_get_round_trip_inside_the_image(
     (artifacts / "nested" / "deeper" / "tool.sh").chmod(0o755)
     (artifacts / "nested" / ".hidden").write_bytes(b"dot file")
     (artifacts / "link-to-readme").symlink_to("readme.txt")
-    # Larger than one 8 MiB multipart part: the _incoming/ upload and server-side copy, inside too.
+    # Larger than one 8 MiB multipart part: a multipart upload straight to _blobs/<id>, inside too.
     (artifacts / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 123))
     (put_dir / "pipelines").mkdir()
     (put_dir / "pipelines" / "install.yml").write_text("jobs: []\n")

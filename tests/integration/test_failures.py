@@ -174,8 +174,9 @@ def test_out_with_a_glob_that_matches_nothing(sides: Sides, tmp_path: Path) -> N
 
 
 def payload_keys(s: Sides, version: str = "1.0.0") -> dict[str, str]:
+    """Each part's payload object: the manifest's key is relative to the bundle's folder."""
     doc = json.loads(manifest_json(s, version))
-    return {p["name"]: p["payload"]["key"] for p in doc["parts"]}
+    return {p["name"]: "demo/" + p["payload"]["key"] for p in doc["parts"]}
 
 
 def test_extended_payload(bundle: Sides, tmp_path: Path) -> None:

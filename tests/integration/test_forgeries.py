@@ -8,6 +8,7 @@ destination empty and write nothing outside it.
 from __future__ import annotations
 
 import os
+import posixpath
 import tarfile
 import uuid
 from pathlib import Path
@@ -148,10 +149,37 @@ def test_signed_manifests_with_wrong_identity_or_format(
     assert_clean_failure(sides.in_("1", dest), words, dest)
 
 
-def test_payload_key_outside_the_bundle_is_refused(sides: Sides, forger: Forger, tmp_path: Path) -> None:
-    manifest = forger.manifest("1", [ForgedPart("p", tar_of([file_member("x", b"1")]), [file_entry("x", b"1")])])
-    payload = manifest["parts"][0]["payload"]
-    payload["key"] = "elsewhere/_blobs/" + payload["sha256"]
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../other/_blobs/{id}",  # another bundle's payload, by climbing out of this one's folder
+        "/demo/_blobs/{id}",  # absolute
+        "demo/_blobs/{id}",  # the bundle folder spelt out, as the layout before relative keys did
+        "other/_blobs/{id}",
+        "_records/{id}",
+        "_blobs/{id}/../../other/_blobs/{id}",
+    ],
+)
+def test_a_payload_key_outside_this_bundles_blobs_is_refused_before_any_download(
+    sides: Sides, forger: Forger, tmp_path: Path, key: str
+) -> None:
+    """The signed manifest's second part names a key outside ``_blobs/``; its bytes are real and sit
+    exactly where a reader that joined keys naively would look. The first part's payload object is
+    deleted: had any payload been opened before the key rule refused the manifest, the error would
+    name the missing payload instead."""
+    data = b"the real bytes"
+    good = ForgedPart("good", tar_of([file_member("g", b"g")]), [file_entry("g", b"g")])
+    bad = ForgedPart("bad", tar_of([file_member("x", data)]), [file_entry("x", data)])
+    manifest = forger.manifest("1", [good, bad])
+    sides.client().delete_object(Bucket=sides.bucket, Key="demo/" + manifest["parts"][0]["payload"]["key"])
+    payload = manifest["parts"][1]["payload"]
+    forged_key = key.format(id=payload["key"].rpartition("/")[2])
+    naive = posixpath.normpath("demo/" + forged_key)  # where a reader joining paths would look
+    real = sides.client().get_object(Bucket=sides.bucket, Key="demo/" + payload["key"])["Body"].read()
+    sides.client().put_object(Bucket=sides.bucket, Key=naive, Body=real)
+    payload["key"] = forged_key
     forger.commit("1", manifest)
     dest = tmp_path / "dest"
-    assert_clean_failure(sides.in_("1", dest), "outside this bundle", dest)
+    proc = sides.in_("1", dest)
+    assert_clean_failure(proc, "parts[1].payload.key", dest)
+    assert "is not _blobs/<id>" in proc.stderr and "missing" not in proc.stderr

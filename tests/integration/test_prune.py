@@ -34,7 +34,8 @@ def test_prune_keeps_the_newest_and_what_they_reference(sides: Sides, tmp_path: 
         build = small_tree(tmp_path / f"b{i}", a="stable", b=f"changes {v}")
         sides.put(build, {**params, "version": v})
     assert len(sides.blobs()) == 5  # one shared a, four b
-    stale = sides.client().create_multipart_upload(Bucket=sides.bucket, Key="demo/_incoming/dead")["UploadId"]
+    dead = "demo/_blobs/" + "dead" * 8  # a put that died mid-upload: its id, never completed
+    stale = sides.client().create_multipart_upload(Bucket=sides.bucket, Key=dead)["UploadId"]
 
     young = cli(sides, "prune", "--keep", "2")  # default grace: young unreferenced payloads stay
     assert young.returncode == 0, young.stderr

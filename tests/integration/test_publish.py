@@ -341,7 +341,7 @@ def test_a_payload_altered_in_the_store_stops_publishing_and_says_what_was_publi
     client = seaweed.client()
     manifest = json.loads((exploded / "manifest.json").read_text())
     om = next(p for p in manifest["parts"] if p["name"] == "ops-manager")
-    key = om["payload"]["key"]
+    key = "demo/" + om["payload"]["key"]  # relative to the bundle's folder
     original = client.get_object(Bucket=sides.bucket, Key=key)["Body"].read()
     blob = bytearray(original)
     blob[-600] ^= 0xFF  # inside the last file's data or the tar's end: files before it verify

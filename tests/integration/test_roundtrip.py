@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -111,8 +112,13 @@ def test_round_trip_of_a_varied_tree(sides: Sides, tmp_path: Path) -> None:
         )
     assert v.returncode == 0, v.stderr
     assert f"VALIDSIG {sides.keys.signer.fingerprint} " in v.stdout
-    # No temporary objects are left behind by the streamed multipart upload.
-    assert not [k for k in sides.keys_under() if "/_incoming/" in k]
+    # Each payload went straight to its final key (the 50 MiB one as a multipart upload): the put left
+    # its commit object and one object per part, under the keys the manifest names, and nothing else.
+    written = [k for k in sides.keys_under() if not k.startswith("demo/_records/")]
+    named = sorted("demo/" + p["payload"]["key"] for p in manifest["parts"])
+    assert written == sorted(["demo/1.0.0/manifest.json.asc", *named])
+    assert all(re.fullmatch(r"demo/_blobs/[0-9a-f]{32}", k) for k in named) and len(set(named)) == 2
+    assert sides.client().list_multipart_uploads(Bucket=sides.bucket).get("Uploads", []) == []
 
 
 def test_payload_is_one_openpgp_message_gnupg_22_reads(sides: Sides, tmp_path: Path) -> None:
@@ -121,7 +127,10 @@ def test_payload_is_one_openpgp_message_gnupg_22_reads(sides: Sides, tmp_path: P
     data = sides.client().get_object(Bucket=sides.bucket, Key=blob)["Body"].read()
     import hashlib
 
-    assert blob.rsplit("/", 1)[1] == hashlib.sha256(data).hexdigest()  # named by its content
+    commit = sides.client().get_object(Bucket=sides.bucket, Key="demo/1/manifest.json.asc")["Body"].read()
+    manifest = json.loads(commit.split(b"\n\n", 1)[1].split(b"\n-----BEGIN PGP SIGNATURE", 1)[0])
+    sha = hashlib.sha256(data).hexdigest()  # the signed hash binds the bytes; the key is relative
+    assert manifest["parts"][0]["payload"] == {"key": blob.removeprefix("demo/"), "size": len(data), "sha256": sha}
     packets = subprocess.run(["gpg", "--list-packets"], input=data, capture_output=True)
     listing = packets.stdout.decode()
     assert ":pubkey enc packet:" in listing

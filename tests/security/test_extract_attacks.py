@@ -71,7 +71,7 @@ def manifest_doc(files: list[dict[str, Any]]) -> bytes:
                 {
                     "name": "p",
                     "destination": "p/",
-                    "payload": {"key": f"demo/_blobs/{sha}", "size": 1, "sha256": sha},
+                    "payload": {"key": f"_blobs/{sha}", "size": 1, "sha256": sha},
                     "encryption": {"recipients": [], "passphrase": False, "compression": "none"},
                     "files": files,
                 }

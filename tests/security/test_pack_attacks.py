@@ -423,7 +423,7 @@ def test_the_manifest_estimate_bounds_the_real_manifest_and_too_large_is_refused
             Part(
                 "p",
                 "p/",
-                Payload("demo/_blobs/" + "0" * 64, 123456, "0" * 64),
+                Payload("_blobs/" + "0" * 32, 123456, "0" * 64),  # what a put writes: relative, 128 bits
                 Encryption(),
                 tuple(e.to_file_entry() for e in plan.entries),
             ),

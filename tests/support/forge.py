@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 import tarfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,11 +84,12 @@ class Forger:
     written: list[str] = field(default_factory=list)
 
     def payload(self, data: bytes) -> dict[str, Any]:
+        """Upload a sealed payload as a put does; the manifest names it relative to the bundle's folder."""
         sealed = encrypt_for(data, [self.recipient])
         digest = hashlib.sha256(sealed).hexdigest()
-        key = f"{self.name}/_blobs/{digest}"
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=sealed)
-        self.written.append(key)
+        key = f"_blobs/{secrets.token_hex(16)}"
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.name}/{key}", Body=sealed)
+        self.written.append(f"{self.name}/{key}")
         return {"key": key, "size": len(sealed), "sha256": digest}
 
     def manifest(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.commit import read_commit
+from offline_bundle.commit import payload_object_key, read_commit
 from offline_bundle.config import BuildInfo, InParams, OutParams, PartSpec, Source
 from offline_bundle.errors import BundleError, ConfigError, VerificationError
 from offline_bundle.media import Exporter
@@ -123,12 +123,13 @@ def test_export_writes_pieces_an_index_and_the_commit_object_last(
     result, lines = _export(store, medium)
     trusted = read_commit(SOURCE, DirStore(str(store)), "1.0.0")
     big = trusted.manifest.part("big").payload
-    folder = Path(pieces_dir(str(medium), big.key))
+    big_key = payload_object_key(SOURCE, big)  # the store's and the medium's key
+    folder = Path(pieces_dir(str(medium), big_key))
     names = sorted(os.listdir(folder))
     assert names == ["00001", "00002", "00003", "SHA256SUMS"]
     joined = b"".join((folder / n).read_bytes() for n in names[:3])
     assert hashlib.sha256(joined).hexdigest() == big.sha256 and len(joined) == big.size
-    idx = load_index(str(medium), big.key)
+    idx = load_index(str(medium), big_key)
     assert idx is not None and idx.complete
     assert [p.size for p in idx.pieces] == [PIECE, PIECE, big.size - 2 * PIECE]
     sums = (folder / "SHA256SUMS").read_text().splitlines()
@@ -151,20 +152,21 @@ def test_the_medium_reads_as_a_store_and_names_a_damaged_piece(
     assert result.parts == ("big", "small")
     assert (tmp_path / "out" / "big" / "data.bin").stat().st_size == 12 * MiB + 3
     big = read_commit(SOURCE, ms, "1.0.0").manifest.part("big").payload
+    big_key = payload_object_key(SOURCE, big)
     listed = {o.key: o.size for o in ms.list("demo/_blobs/")}
-    assert listed[big.key] == big.size and not [k for k in listed if ".pieces/" in k or k.endswith(".json")]
-    assert ms.head(big.key).size == big.size  # type: ignore[union-attr]
+    assert listed[big_key] == big.size and not [k for k in listed if ".pieces/" in k or k.endswith(".json")]
+    assert ms.head(big_key).size == big.size  # type: ignore[union-attr]
 
-    piece = Path(pieces_dir(str(medium), big.key)) / "00002"
+    piece = Path(pieces_dir(str(medium), big_key)) / "00002"
     data = bytearray(piece.read_bytes())
     data[100] ^= 1
     piece.write_bytes(bytes(data))
-    reader = ms.open_read(big.key, big.size)
+    reader = ms.open_read(big_key, big.size)
     with pytest.raises(VerificationError, match="piece 00002"):
         while reader.read(MiB):
             pass
-    ms.delete(big.key)
-    assert not os.path.exists(index_path(str(medium), big.key)) and not piece.parent.exists()
+    ms.delete(big_key)
+    assert not os.path.exists(index_path(str(medium), big_key)) and not piece.parent.exists()
 
 
 def test_a_rerun_keeps_verified_pieces_and_rewrites_only_missing_or_damaged_ones(
@@ -174,7 +176,8 @@ def test_a_rerun_keeps_verified_pieces_and_rewrites_only_missing_or_damaged_ones
     medium = tmp_path / "medium"
     _export(store, medium)
     big = read_commit(SOURCE, DirStore(str(store)), "1.0.0").manifest.part("big").payload
-    folder = Path(pieces_dir(str(medium), big.key))
+    big_key = payload_object_key(SOURCE, big)
+    folder = Path(pieces_dir(str(medium), big_key))
     before = {n: (folder / n).stat() for n in ("00001", "00002", "00003")}
     (folder / "00002").unlink()
     with open(folder / "00003", "r+b") as f:
@@ -216,7 +219,7 @@ def test_since_leaves_out_what_the_older_version_references(folder_bundle: tuple
     m = read_commit(SOURCE, DirStore(str(store)), "1.0.1").manifest
     assert result.exported == (m.part("small").payload.key,)  # type: ignore[attr-defined]
     assert result.skipped == (m.part("big").payload.key,)  # type: ignore[attr-defined]
-    assert not os.path.exists(pieces_dir(str(medium), m.part("big").payload.key))
+    assert not os.path.exists(pieces_dir(str(medium), payload_object_key(SOURCE, m.part("big").payload)))
     with pytest.raises(BundleError, match="is the version being exported"):
         _export(store, medium, version="1.0.1", since="1.0.1")
 
@@ -228,7 +231,8 @@ def test_a_different_piece_size_rewrites_the_payload(folder_bundle: tuple[Path, 
     lines: list[str] = []
     Exporter(SOURCE, DirStore(str(store)), str(medium), lines.append, piece_size=8 * MiB).export()
     big = read_commit(SOURCE, DirStore(str(store)), "1.0.0").manifest.part("big").payload
-    assert sorted(os.listdir(pieces_dir(str(medium), big.key))) == ["00001", "00002", "SHA256SUMS"]
+    big_key = payload_object_key(SOURCE, big)
+    assert sorted(os.listdir(pieces_dir(str(medium), big_key))) == ["00001", "00002", "SHA256SUMS"]
     assert any("in other pieces" in ln for ln in lines)
 
 

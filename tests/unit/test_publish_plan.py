@@ -13,7 +13,7 @@ SHA = "0" * 64
 
 
 def part(name: str, destination: str, *entries: FileEntry) -> Part:
-    return Part(name, destination, Payload(f"b/_blobs/{SHA}", 1, SHA), Encryption(), entries)
+    return Part(name, destination, Payload("_blobs/" + "1" * 32, 1, SHA), Encryption(), entries)
 
 
 def f(path: str, size: int = 1) -> FileEntry:

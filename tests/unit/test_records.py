@@ -21,7 +21,7 @@ def manifest(version: str = "1.0.0") -> Manifest:
         Part(
             name,
             f"{name}/",
-            Payload(f"transfers/demo/_blobs/{c * 64}", 10, c * 64),
+            Payload(f"_blobs/{c * 32}", 10, c * 64),
             Encryption(),
             (),
         )

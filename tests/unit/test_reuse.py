@@ -19,7 +19,7 @@ def committed_part(root: Path) -> Part:
         pass
     files = tuple(e.to_file_entry() for e in plan.entries)
     sha = "0" * 64
-    return Part("p", "p/", Payload("n/_blobs/" + sha, 1, sha), Encryption(), files)
+    return Part("p", "p/", Payload("_blobs/" + "1" * 32, 1, sha), Encryption(), files)
 
 
 def test_probe_is_recorded_for_files_larger_than_it(tmp_path: Path) -> None:

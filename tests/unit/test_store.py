@@ -34,25 +34,36 @@ def test_part_size_keeps_under_the_part_limit_and_memory_bounded(size: int) -> N
 
 
 class FakeS3:
-    """Records multipart calls; enough of boto3's client for the writer."""
+    """Records multipart calls; enough of boto3's client for the writer (it has no CopyObject to call)."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.parts: dict[int, bytes] = {}
         self.lock = threading.Lock()
+        self.calls: list[tuple[str, str]] = []  # (operation, key)
+        self.open_uploads: set[str] = set()
 
     def create_multipart_upload(self, Bucket: str, Key: str) -> dict[str, str]:  # noqa: N803
+        self.calls.append(("create_multipart_upload", Key))
+        self.open_uploads.add(Key)
         return {"UploadId": "u1"}
 
     def upload_part(self, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes) -> dict[str, str]:  # noqa: N803
         with self.lock:
+            self.calls.append(("upload_part", Key))
             self.parts[PartNumber] = Body
         return {"ETag": f'"{PartNumber}"'}
 
     def complete_multipart_upload(self, Bucket: str, Key: str, UploadId: str, MultipartUpload: Any) -> None:  # noqa: N803
+        self.calls.append(("complete_multipart_upload", Key))
         numbers = [p["PartNumber"] for p in MultipartUpload["Parts"]]
         assert numbers == sorted(numbers) == list(range(1, len(numbers) + 1))
         self.objects[Key] = b"".join(self.parts[n] for n in numbers)
+        self.open_uploads.discard(Key)
+
+    def abort_multipart_upload(self, Bucket: str, Key: str, UploadId: str) -> None:  # noqa: N803
+        self.calls.append(("abort_multipart_upload", Key))
+        self.open_uploads.discard(Key)
 
     def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
         from botocore.exceptions import ClientError
@@ -61,10 +72,8 @@ class FakeS3:
             raise ClientError({"Error": {"Code": "404"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "HeadObject")
         return {"ContentLength": len(self.objects[Key]), "LastModified": None}
 
-    def copy_object(self, Bucket: str, Key: str, CopySource: dict[str, str]) -> None:  # noqa: N803
-        self.objects[Key] = self.objects[CopySource["Key"]]
-
     def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> None:  # noqa: N803
+        self.calls.append(("put_object", Key))
         self.objects[Key] = Body
 
     def delete_object(self, Bucket: str, Key: str) -> None:  # noqa: N803
@@ -78,33 +87,60 @@ def fake_store() -> tuple[S3Store, FakeS3]:
     return store, fake
 
 
-def test_multipart_writer_sends_whole_parts_and_names_the_object_by_content() -> None:
+KEY = "n/_blobs/" + "5e" * 16
+
+
+def test_multipart_writer_sends_whole_parts_straight_to_the_final_key() -> None:
     store, fake = fake_store()
     data = os.urandom(20 * MiB + 12345)
-    w = store.writer("n/_blobs/", estimated_bytes=len(data))
+    w = store.writer(KEY, estimated_bytes=len(data))
     for i in range(0, len(data), 300_000):  # chunks that straddle part boundaries
         w.write(data[i : i + 300_000])
     written = w.close()
     digest = hashlib.sha256(data).hexdigest()
-    assert written.key == f"n/_blobs/{digest}" and written.size == len(data) and written.sha256 == digest
+    assert written.key == KEY and written.size == len(data) and written.sha256 == digest
     assert [len(fake.parts[n]) for n in sorted(fake.parts)] == [8 * MiB, 8 * MiB, 4 * MiB + 12345]
-    assert fake.objects[written.key] == data
-    assert [k for k in fake.objects if "_incoming/" in k] == []  # the temporary upload is gone
+    assert fake.objects == {KEY: data}  # one object, under the key chosen before the first byte
+    assert {key for _op, key in fake.calls} == {KEY}  # no temporary name, no copy
+    assert [op for op, _key in fake.calls if op != "upload_part"] == [
+        "create_multipart_upload",
+        "complete_multipart_upload",
+    ]
 
 
 def test_small_payload_is_one_put_under_its_final_name() -> None:
     store, fake = fake_store()
-    w = store.writer("n/_blobs/", estimated_bytes=10)
+    w = store.writer(KEY, estimated_bytes=10)
     w.write(b"hello")
     written = w.close()
-    assert fake.parts == {} and fake.objects == {written.key: b"hello"}
+    assert fake.parts == {} and fake.objects == {KEY: b"hello"} and written.key == KEY
+    assert fake.calls == [("put_object", KEY)]
+
+
+def test_an_aborted_multipart_writer_leaves_no_object_and_no_open_upload() -> None:
+    store, fake = fake_store()
+    w = store.writer(KEY, estimated_bytes=30 * MiB)
+    w.write(os.urandom(9 * MiB))  # one whole part sent
+    assert fake.open_uploads == {KEY}
+    w.abort()
+    assert fake.objects == {} and fake.open_uploads == set()
+
+
+def test_dir_writer_writes_the_key_only_when_closed_and_abort_leaves_nothing(tmp_path: Path) -> None:
+    store = DirStore(str(tmp_path))
+    w = store.writer(KEY, 0)
+    w.write(b"partial")
+    assert not (tmp_path / KEY).exists()
+    w.abort()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_dir_store_round_trip_and_size_check(tmp_path: Path) -> None:
     store = DirStore(str(tmp_path))
-    w = store.writer("n/_blobs/", 0)
+    w = store.writer(KEY, 0)
     w.write(b"abc")
     written = w.close()
+    assert written.key == KEY
     assert (tmp_path / written.key).read_bytes() == b"abc"
     assert store.open_read(written.key, 3).read() == b"abc"
     with pytest.raises(VerificationError, match="3 bytes where the signed manifest says 4"):
