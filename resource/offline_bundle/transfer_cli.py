@@ -8,6 +8,7 @@ on stdout (logs, progress and the records' lines go to stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -57,13 +58,67 @@ def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     return 0
 
 
+MEDIUM_SEARCH_DEPTH = 8  # folders below the medium's root where a prefix may put the bundle
+
+
+def _prefixes_on_medium(root: str, name: str) -> set[str]:
+    """Every prefix under which the medium holds a committed version of bundle ``name``.
+
+    Links on the medium are never followed; payload and record folders are not searched.
+    """
+    from .commit import COMMIT_NAME
+
+    found: set[str] = set()
+    for dirpath, dirnames, _files in os.walk(root):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        rel = "" if rel == "." else rel + "/"
+        if rel.count("/") >= MEDIUM_SEARCH_DEPTH:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if d not in ("_blobs", "_records") and not d.endswith(".pieces")]
+        for d in dirnames:
+            folder = os.path.join(dirpath, d)
+            if not d.endswith(name) or os.path.islink(folder):
+                continue
+            with contextlib.suppress(OSError):
+                if any(os.path.isfile(os.path.join(folder, v, COMMIT_NAME)) for v in os.listdir(folder)):
+                    found.add(rel + d[: -len(name)])
+    return found
+
+
+def _medium_prefix(args: argparse.Namespace, source: Source, log: Log) -> str | None:
+    """The prefix the bundle has on the medium: export writes the exporting side's, not necessarily this one's.
+
+    Without ``--medium-prefix``, the medium's own answer is taken when it holds the bundle under one
+    prefix only; the bundle's trust comes from its signature, not from where it sits on the medium.
+    """
+    if args.medium_prefix is not None:
+        return str(args.medium_prefix)
+    if not os.path.isdir(args.from_):
+        return None
+    found = _prefixes_on_medium(args.from_, source.name)
+    if not found or source.prefix in found:
+        return None
+    if len(found) > 1:
+        listed = ", ".join(repr(p) for p in sorted(found))
+        raise ConfigError(
+            f"{args.from_} holds bundle {source.name} under several prefixes ({listed}); "
+            "choose one with --medium-prefix"
+        )
+    prefix = found.pop()
+    log(f"the medium holds bundle {source.name} under prefix {prefix!r}; importing it under {source.prefix!r}")
+    return prefix
+
+
 def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     from .cli import existing_folder, source_from
     from .media import Importer
 
     source = source_from(args)
     redact.add(source.secret_values())
-    importer = Importer(source, S3Store(source), existing_folder(args.from_, "--from"), log)
+    medium = existing_folder(args.from_, "--from")
+    medium_prefix = _medium_prefix(args, source, log)
+    importer = Importer(source, S3Store(source), medium, log, medium_prefix=medium_prefix)
     for r in importer.import_all(_version(args.version, "--version")):
         if r.already_committed:
             carried = f"{len(r.approvals)} approval(s) carried" if r.approvals else "nothing imported"
@@ -165,6 +220,12 @@ def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], None
     add_verbose(sp)
     sp.add_argument("--from", dest="from_", required=True, metavar="DIR", help="the medium written by export")
     sp.add_argument("--version", dest="version", metavar="V", help="import only this version (default: all)")
+    sp.add_argument(
+        "--medium-prefix",
+        metavar="PREFIX",
+        help="the prefix the bundle has on the medium, when export ran with another prefix than this config's "
+        "(default: found on the medium)",
+    )
     sp.set_defaults(func=cmd_import)
 
     sp = add_command(
