@@ -6,6 +6,7 @@ hashed and uploaded part by part, and the commit object goes up last.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from .confined import BuildDir
 from .errors import BundleError, ConfigError, StoreError, VerificationError
 from .manifest import BLOBS_FOLDER, PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
 from .names import MAX_NAME_LENGTH, is_valid_name
+from .parallel import PartGroup, PartsStopped, Ticket, default_parallel_parts
 from .progress import Progress
-from .store import COMMIT_MAX_BYTES, MiB, Store
+from .store import COMMIT_MAX_BYTES, MiB, Store, choose_part_size
 
 Log = Callable[[str], None]
 REUSE_LOOKBACK = 50  # commit objects read when looking for a payload to reuse
@@ -178,11 +180,17 @@ def check_commit_fits(
         )
 
 
+def _estimate(plan: PartPlan) -> int:
+    """The payload's size as the multipart part size is chosen from it: the tar and OpenPGP framing."""
+    return plan.estimated_tar_size() + 64 * 1024
+
+
 class Packer:
-    def __init__(self, source: Source, store: Store, log: Log) -> None:
+    def __init__(self, source: Source, store: Store, log: Log, *, parallel: int | None = None) -> None:
         self.source = source
         self.store = store
         self.log = log
+        self.parallel = parallel or default_parallel_parts()  # parts uploaded side by side, at most
 
     def put(self, params: OutParams, build_dir: str, build: BuildInfo) -> PutResult:
         source = self.source
@@ -231,25 +239,24 @@ class Packer:
             self.log(f"version {version} exists with other content: overwriting its commit object")
 
         candidates = self._reuse_candidates(keys, encryption)
-        parts: list[Part] = []
-        uploaded: list[str] = []
-        reused: list[str] = []
+        done: dict[str, Part] = {}
+        todo: list[PartPlan] = []
+        for plan in plans:
+            part = self._reuse(plan, candidates, encryption)
+            if part is None:
+                todo.append(plan)
+                continue
+            done[plan.name] = part
+            self.log(f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})")
+        reused = list(done)
         created: list[str] = []  # payload objects of this put: removed again if it fails
         try:
-            for plan in plans:
-                part = self._reuse(plan, candidates, encryption)
-                if part is not None:
-                    reused.append(plan.name)
-                    self.log(
-                        f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})"
-                    )
-                else:
-                    part = self._upload(plan, encryption, created)
-                    uploaded.append(plan.name)
-                parts.append(part)
+            done.update(zip([p.name for p in todo], self._upload_all(todo, encryption, created), strict=True))
         except BaseException:
             self._remove(created)
             raise
+        parts = [done[plan.name] for plan in plans]
+        uploaded = [plan.name for plan in todo]
         # Not removed if the commit fails: a write that timed out may still have committed them.
         return self._commit(build, version, existing is not None, parts, uploaded, reused)
 
@@ -322,23 +329,49 @@ class Packer:
             return Part(plan.name, plan.destination, cand.payload, cand.encryption, cand.files)
         return None
 
-    def _upload(self, plan: PartPlan, encryption: Encryption, created: list[str]) -> Part:
+    def _workers(self, plans: list[PartPlan]) -> int:
+        """Parts in flight: ``parallel``, as many as there are, and as many as the memory budget holds.
+
+        A part in flight holds at least one multipart part being sent, one being filled and one
+        waiting for a free slot.
+        """
+        if len(plans) <= 1:
+            return 1
+        largest = max(choose_part_size(_estimate(p)) for p in plans)
+        return max(1, min(self.parallel, len(plans), self.store.memory_budget // (3 * largest)))
+
+    def _upload_all(self, plans: list[PartPlan], encryption: Encryption, created: list[str]) -> list[Part]:
+        workers = self._workers(plans)
+        if workers > 1:
+            self.log(f"uploading {len(plans)} parts, {workers} at a time")
+        group = PartGroup(workers)
+        budget = self.store.memory_budget // workers  # each writer's share of the buffers
+        jobs = [functools.partial(self._upload, plan, encryption, created, budget) for plan in plans]
+        return group.run(jobs)
+
+    def _upload(
+        self, plan: PartPlan, encryption: Encryption, created: list[str], memory_budget: int, ticket: Ticket
+    ) -> Part:
         """Stream one part to a fresh ``_blobs/<id>``, its final key: no temporary name, no copy."""
         source = self.source
-        estimate = plan.estimated_tar_size() + 64 * 1024
         progress = Progress(f"part {plan.name}", plan.bytes)
         tar = TarStream(plan.entries, on_bytes=progress.add)
         key = new_payload_key()
         object_key = payload_object_key(source, Payload(key, 0, ""))
-        writer = self.store.writer(object_key, estimate)
+        writer = self.store.writer(object_key, _estimate(plan), memory_budget=memory_budget)
 
         def sink(chunk: bytes) -> None:
             try:
+                ticket.check()
                 writer.write(chunk)
+            except PartsStopped:
+                raise
             except BaseException as e:
                 tar.abort(e)
+                ticket.fail()  # now, not once gpg has wound down: the other parts stop at their next chunk
                 raise
 
+        forget = ticket.on_stop(lambda: tar.abort(PartsStopped("stopped because another part failed")))
         try:
             if encryption.encrypted:
                 crypto.encrypt_stream(
@@ -351,11 +384,14 @@ class Packer:
             else:
                 while chunk := tar.read(CHUNK):
                     sink(chunk)
+            ticket.check()  # gpg ends cleanly on a tar the stop cut short: never complete that upload
             created.append(object_key)  # before close: a failed completion may still have made the object
             written = writer.close()
         except BaseException:
             writer.abort()
             raise
+        finally:
+            forget()
         progress.finish()
         self.log(
             f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"

@@ -104,6 +104,7 @@ class Store(ABC):
     """What the data path needs from a blobstore."""
 
     description: str
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # payload buffers of all writers in flight together
 
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
@@ -124,8 +125,18 @@ class Store(ABC):
     def open_read(self, key: str, size: int, on_bytes: Callable[[int], None] | None = None) -> io.RawIOBase: ...
 
     @abstractmethod
-    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
-        """A writer whose bytes appear at ``key`` only once it is closed; abort leaves nothing there."""
+    def writer(
+        self,
+        key: str,
+        estimated_bytes: int,
+        on_bytes: Callable[[int], None] | None = None,
+        *,
+        memory_budget: int | None = None,
+    ) -> BlobWriter:
+        """A writer whose bytes appear at ``key`` only once it is closed; abort leaves nothing there.
+
+        ``memory_budget``: this writer's share of the store's, when several write at once.
+        """
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -252,8 +263,15 @@ class DirStore(Store):
         f._raw.seek(start)  # type: ignore[attr-defined]
         return _CountingReader(_Bounded(f, end - start), on_bytes)
 
-    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
-        return _DirWriter(self, key, on_bytes)
+    def writer(
+        self,
+        key: str,
+        estimated_bytes: int,
+        on_bytes: Callable[[int], None] | None = None,
+        *,
+        memory_budget: int | None = None,
+    ) -> BlobWriter:
+        return _DirWriter(self, key, on_bytes)  # a file takes what it is given: no buffers to bound
 
     def delete(self, key: str) -> None:
         self._path(key)
@@ -776,8 +794,15 @@ class S3Store(Store):
     ) -> io.RawIOBase:
         return _ResumingReader(self, key, size, on_bytes, start=start, end=end)
 
-    def writer(self, key: str, estimated_bytes: int, on_bytes: Callable[[int], None] | None = None) -> BlobWriter:
-        return _S3Writer(self, key, estimated_bytes, on_bytes)
+    def writer(
+        self,
+        key: str,
+        estimated_bytes: int,
+        on_bytes: Callable[[int], None] | None = None,
+        *,
+        memory_budget: int | None = None,
+    ) -> BlobWriter:
+        return _S3Writer(self, key, estimated_bytes, on_bytes, memory_budget or self.memory_budget)
 
     def delete(self, key: str) -> None:
         try:
@@ -918,12 +943,19 @@ class _S3Writer(BlobWriter):
     a multipart upload makes no object until it is completed, and an aborted one leaves nothing.
     """
 
-    def __init__(self, store: S3Store, key: str, estimated: int, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        store: S3Store,
+        key: str,
+        estimated: int,
+        on_bytes: Callable[[int], None] | None,
+        memory_budget: int,
+    ) -> None:
         super().__init__()
         self._store = store
         self._key = key
         self.part_size = choose_part_size(estimated)
-        self.concurrency = choose_concurrency(self.part_size, store.memory_budget)
+        self.concurrency = choose_concurrency(self.part_size, memory_budget)
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._number = 0

@@ -8,6 +8,7 @@ the exact file set match the signed manifest. On any failure the staging folder 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -25,6 +26,7 @@ from .commit import COMMIT_NAME, Trusted, payload_object_key, read_commit
 from .config import InParams, Source
 from .errors import BundleError, ConfigError, PathError, VerificationError, path_error
 from .manifest import Manifest, Part
+from .parallel import PartGroup, Ticket, default_parallel_parts
 from .pipe import ChunkPipe, PipeClosed
 from .progress import Progress
 from .records import write_record
@@ -53,6 +55,7 @@ class HashingReader(io.RawIOBase):
         self.hash = hashlib.sha256()
         self.size = 0
         self._stopped = False
+        self._cancelled = False  # another part failed: unlike a stop, no drain reads on
 
     def readable(self) -> bool:
         return True
@@ -60,8 +63,11 @@ class HashingReader(io.RawIOBase):
     def stop(self) -> None:
         self._stopped = True
 
+    def cancel(self) -> None:
+        self._cancelled = True
+
     def read(self, size: int = -1) -> bytes:
-        if self._stopped:
+        if self._stopped or self._cancelled:
             return b""
         data = self._raw.read(CHUNK if size is None or size < 0 else size)
         if data:
@@ -170,10 +176,11 @@ def _drain_padding(pipe: ChunkPipe, part: Part) -> None:
 
 
 class Unpacker:
-    def __init__(self, source: Source, store: Store, log: Log) -> None:
+    def __init__(self, source: Source, store: Store, log: Log, *, parallel: int | None = None) -> None:
         self.source = source
         self.store = store
         self.log = log
+        self.parallel = parallel or default_parallel_parts()  # parts fetched side by side, at most
         self.keys = crypto.DecryptKeys(
             secret_key=source.decryption_private_key,
             secret_key_passphrase=source.decryption_private_key_passphrase,
@@ -236,13 +243,19 @@ class Unpacker:
                 if dest is not None:  # verifying or streaming to a sink writes nothing here
                     self._check_space(dest, parts)
                 use_key = self._use_key(parts)
-            files = 0
-            total = 0
-            for part in parts:
-                target = os.path.join(staging, part.name) if staging else None
-                result = self._fetch_part(part, target, use_key, sink)
-                files += result[0]
-                total += result[1]
+            # Each part into its own folder of the staging area, side by side; a sink takes one file at a time.
+            group = PartGroup(1 if sink is not None else min(self.parallel, len(parts)))
+            if group.workers > 1:
+                self.log(f"fetching {len(parts)} parts, {group.workers} at a time")
+            jobs = [
+                functools.partial(
+                    self._fetch_part, part, os.path.join(staging, part.name) if staging else None, use_key, sink
+                )
+                for part in parts
+            ]
+            results = group.run(jobs)
+            files = sum(r[0] for r in results)
+            total = sum(r[1] for r in results)
             if staging is not None:
                 try:
                     self._write_side_files(staging, trusted, parts)
@@ -308,8 +321,15 @@ class Unpacker:
         )
 
     def _fetch_part(
-        self, part: Part, target: str | None, use_key: bool, sink: FileSink | None = None
+        self,
+        part: Part,
+        target: str | None,
+        use_key: bool,
+        sink: FileSink | None = None,
+        ticket: Ticket | None = None,
     ) -> tuple[int, int]:
+        ticket = ticket or Ticket(PartGroup(1))
+        ticket.check()
         progress = Progress(f"part {part.name}", part.payload.size)
         try:
             raw = self.store.open_read(
@@ -318,6 +338,7 @@ class Unpacker:
         except BundleError as e:
             raise e.__class__(f"part {part.name}: {e}") from None
         reader = HashingReader(raw)
+        forget = ticket.on_stop(reader.cancel)
         try:
             try:
                 if part.encryption.encrypted:
@@ -335,14 +356,17 @@ class Unpacker:
             except UnicodeError:
                 raise VerificationError(f"part {part.name}: the archive holds a name that is not valid UTF-8") from None
             except BundleError as e:
+                ticket.fail()  # the others stop now; this part reads on to diagnose its own failure
                 # An altered payload is the likeliest cause of a failed decryption or a bad archive: when the
                 # rest is small enough to read, say so precisely instead of reporting the symptom.
                 if self._drained(reader) and not self._payload_matches(part, reader):
                     raise self._payload_mismatch(part, reader) from None
                 message = str(e) if str(e).startswith(f"part {part.name}:") else f"part {part.name}: {e}"
                 raise e.__class__(message) from None
+            ticket.check()
             reader.drain()
         finally:
+            forget()
             raw.close()
         if not self._payload_matches(part, reader):
             raise self._payload_mismatch(part, reader)

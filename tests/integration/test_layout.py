@@ -95,8 +95,9 @@ def test_out_uploads_each_payload_to_its_final_key_with_no_copy(sides: Sides, tm
     assert calls["CreateMultipartUpload"] == calls["CompleteMultipartUpload"] == 1  # the big part only
     assert calls["UploadPart"] == 3
     # The big payload went up as a multipart upload under its final key; the small one in one PUT.
+    # (parts may run side by side: the order between them is free, the commit object comes last).
     big, small = objects
-    assert keys_written == [big, big, small, "demo/1/manifest.json.asc"]
+    assert Counter(keys_written[:-1]) == {big: 2, small: 1} and keys_written[-1] == "demo/1/manifest.json.asc"
     assert open_uploads(sides.client(), sides.bucket) == []
 
     dest = tmp_path / "dest"
@@ -116,8 +117,8 @@ def test_a_put_that_fails_in_its_second_part_leaves_no_payload_and_no_upload(sid
 
         writers = 0
 
-        def writer(self, key: str, estimated_bytes: int, on_bytes: Any = None) -> BlobWriter:
-            inner = super().writer(key, estimated_bytes, on_bytes)
+        def writer(self, key: str, estimated_bytes: int, on_bytes: Any = None, **kw: Any) -> BlobWriter:
+            inner = super().writer(key, estimated_bytes, on_bytes, **kw)
             FailingStore.writers += 1
             if FailingStore.writers < 2:
                 return inner
