@@ -1,4 +1,4 @@
-"""The ``offline-bundle`` command line (SPEC §8): the same ``source`` keys from a YAML file and env.
+"""The ``offline-bundle`` command line (docs/reference.md): the same ``source`` keys from a YAML file and env.
 
 Operators run it on both sides of the gap; its commands are thin wrappers over the same Packer
 and Unpacker that the Concourse scripts use, with a local folder as an alternative store.

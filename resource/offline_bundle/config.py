@@ -1,4 +1,4 @@
-"""Typed ``source`` and ``params`` of SPEC §2, §4 and §5, parsed by pure functions.
+"""Typed ``source`` and ``params`` (docs/reference.md), parsed by pure functions.
 
 Concourse hands us whatever YAML the pipeline author wrote; a typo in a key must fail loudly
 (an ignored ``allow_unsigned`` or a misspelt ``trusted_public_keys`` is a security bug), so

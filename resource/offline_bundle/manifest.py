@@ -1,4 +1,4 @@
-"""The manifest of format version 1 (SPEC §7): what was packed, where its bytes are, how they are sealed.
+"""The manifest of format version 1 (docs/format.md): what was packed, where its bytes are, how they are sealed.
 
 The manifest is the one thing the far side trusts (it is what the signature covers), so the
 parser is strict: every field is typed and checked, every path is safe to create below a part
@@ -61,7 +61,7 @@ class FileEntry:
         return out
 
     def same_content(self, other: FileEntry) -> bool:
-        """Same path, type, mode and bytes: what SPEC §4 calls the same content (mtimes aside)."""
+        """Same path, type, mode and bytes: what docs/reference.md calls the same content (mtimes aside)."""
         return (self.path, self.type, self.mode, self.size, self.sha256, self.target) == (
             other.path,
             other.type,

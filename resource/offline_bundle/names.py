@@ -1,4 +1,4 @@
-"""The naming rule of SPEC §3, shared by bundle names, part names and versions.
+"""The naming rule (docs/reference.md), shared by bundle names, part names and versions.
 
 Names become S3 key segments and directory names on the far side, so the rule keeps them to one
 path segment that cannot climb out (no ``/``, no ``..``) and cannot shadow the files written

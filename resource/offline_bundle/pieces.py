@@ -1,6 +1,6 @@
 """Payloads on removable media: pieces of at most a chosen size, each with its SHA-256 in an index.
 
-A medium is a folder in the bucket layout of SPEC §7 (the source's ``prefix`` included, as
+A medium is a folder in the bucket layout of docs/format.md (the source's ``prefix`` included, as
 ``pack --to-dir`` writes it), except that each payload is kept as pieces:
 
     <prefix><name>/<version>/manifest.json.asc          the commit object, byte for byte; written last

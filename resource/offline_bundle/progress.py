@@ -1,4 +1,4 @@
-"""Progress with throughput on stderr for transfers of more than a few MB (SPEC §8).
+"""Progress with throughput on stderr for transfers of more than a few MB (docs/reference.md).
 
 Counts only bytes that are done (a part acknowledged, a chunk verified), so a retry never makes
 the figure go backwards.

@@ -1,4 +1,4 @@
-"""``prune --keep N``: drop old versions and what nothing references any more (SPEC §8).
+"""``prune --keep N``: drop old versions and what nothing references any more (docs/reference.md).
 
 Order matters for readers: a version's commit object goes first (the version disappears whole),
 then payloads that no kept version references. A payload or an upload younger than the grace

@@ -1,4 +1,4 @@
-"""``publish`` (SPEC §8): a bundle's parts -> ordinary objects at ``<prefix><destination><path>``.
+"""``publish`` (docs/reference.md): a bundle's parts -> ordinary objects at ``<prefix><destination><path>``.
 
 Why: on the air-gapped side the install pipelines pick artifacts up with plain ``s3`` resources and
 a ``regexp`` (``ops-manager/ops-manager-vsphere-(.*).ova``), so every file of a part has to become
@@ -450,7 +450,7 @@ def publish_exploded(
     skip: tuple[str, ...] = (),
     log: Log,
 ) -> PublishResult:
-    """Upload the parts present in ``folder`` (the exploded layout of SPEC §5) to ``target``."""
+    """Upload the parts present in ``folder`` (the exploded layout of docs/format.md) to ``target``."""
     manifest = read_exploded_manifest(folder)
     result = PublishResult(manifest.name, manifest.version, target_description(target))
     parts = []

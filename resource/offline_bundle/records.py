@@ -1,4 +1,4 @@
-"""Transfer records (SPEC §7 ``_records/``): one small JSON object per event, for auditors.
+"""Transfer records (``_records/``, docs/format.md): one small JSON object per event, for auditors.
 
 Auditors ask for evidence that verification ran (what moved, which version and digests, whose
 signature was checked, when, by which build or host). S3 cannot append, so each event is its own

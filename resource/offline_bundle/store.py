@@ -668,7 +668,7 @@ def make_s3_client(source: object) -> object:
     """A boto3 client for ``source`` (a config.Source): retries, path style, TLS options.
 
     Request checksums are sent only when an operation requires them: several S3-compatible
-    stores reject the CRC headers recent boto3 adds by default (SPEC §7).
+    stores reject the CRC headers recent boto3 adds by default (docs/format.md).
     """
     import boto3
     from botocore.config import Config

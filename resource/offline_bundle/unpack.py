@@ -1,6 +1,6 @@
 """The get side: verify the commit object -> download -> check payload hash -> decrypt -> check files -> explode.
 
-Order of trust (SPEC §5): nothing is downloaded before the signature verifies; everything lands in
+Order of trust (docs/security.md): nothing is downloaded before the signature verifies; everything lands in
 a hidden staging folder inside the destination and is renamed into place only when every hash and
 the exact file set match the signed manifest. On any failure the staging folder is removed.
 """
@@ -210,7 +210,7 @@ class Unpacker:
         """Explode into ``dest``; with ``dest`` None, verify everything and write nothing.
 
         ``sink`` also receives each verified file as it streams (``publish`` from a bundle, no disk).
-        ``record``: write a ``get`` transfer record (SPEC §7 ``_records/``) once the parts are in place;
+        ``record``: write a ``get`` transfer record (``_records/``, docs/format.md) once the parts are in place;
         the Concourse ``in`` and ``unpack`` ask for it, ``verify`` and ``publish`` (which records its
         own event) do not.
         """

@@ -19,7 +19,7 @@ BIG = 50 * 1024 * 1024 + 123
 
 
 def varied_tree(root: Path) -> Path:
-    """Every kind of thing SPEC §4 says is packed."""
+    """Every kind of thing docs/reference.md says is packed."""
     om = root / "ops-manager"
     (om / "nested" / "deeper").mkdir(parents=True)
     (om / "empty-folder").mkdir()
