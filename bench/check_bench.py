@@ -40,19 +40,13 @@ def env_int(name: str, default: int) -> int:
 
 def manifest(version: str, created_at: str) -> bytes:
     """A manifest with one small part, written by the project's own writer."""
-    from offline_bundle.errors import VerificationError
     from offline_bundle.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
 
     entry = FileEntry("a.txt", "file", 0o644, 0, 1, "0" * 64)
-    for key in ("_blobs/" + "0" * 64, "demo/_blobs/" + "0" * 64):  # payload keys relative to the bundle, or not
-        part = Part("a", "a/", Payload(key, 10240, "0" * 64), Encryption(), (entry,))
-        body = Manifest("demo", version, created_at, (part,)).to_json_bytes()
-        try:
-            parse_manifest(body, blobs_prefix="demo/_blobs/")
-            return body
-        except VerificationError:
-            continue
-    raise SystemExit("cannot write a manifest this version of the reader accepts")
+    part = Part("a", "a/", Payload("_blobs/" + "0" * 32, 10240, "0" * 64), Encryption(), (entry,))
+    body = Manifest("demo", version, created_at, (part,)).to_json_bytes()
+    parse_manifest(body)  # the reader accepts it: a bench of check on manifests no get reads would mislead
+    return body
 
 
 def sign_all(secret: str, fingerprint: str, bodies: list[bytes]) -> list[bytes]:
