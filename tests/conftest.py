@@ -9,11 +9,14 @@ Plain helpers live in ``tests/support/`` so they are importable without pytest.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.forge import Forger
 from tests.support.gpgkeys import GpgKeys, generate_keys
 from tests.support.seaweed import SeaweedServer, new_bucket_name
+from tests.support.sides import Sides
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +48,19 @@ def gpg_keys() -> GpgKeys:
     """Throwaway OpenPGP keys (see ``GpgKeys`` for the roles); the keyring that
     made them is already deleted, only the armored exports remain."""
     return generate_keys()
+
+
+@pytest.fixture
+def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
+    """A connected and an air-gapped source over one fresh bucket (``tests.support.sides``)."""
+    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
+
+
+@pytest.fixture
+def forger(sides: Sides) -> Forger:
+    """Writes bundles signed with the trusted test key but made by hand: what a signed manifest from
+    a buggy writer, or a forger holding the key, could hold."""
+    return Forger(sides.client(), sides.bucket, sides.keys.signer, sides.keys.recipient)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

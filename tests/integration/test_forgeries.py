@@ -21,11 +21,6 @@ from tests.support.sides import Sides, assert_clean_failure
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def forger(sides: Sides) -> Forger:
-    return Forger(sides.client(), sides.bucket, sides.keys.signer, sides.keys.recipient)
-
-
 def test_a_well_formed_forgery_is_accepted(sides: Sides, forger: Forger, tmp_path: Path) -> None:
     """The control: the forging kit makes bundles the get side accepts, so refusals below are real."""
     data = b"fine"

@@ -22,20 +22,13 @@ import pytest
 
 from tests.support.cli import write_yaml
 from tests.support.concourse import ASSETS_DIR, asset_env, record_output
-from tests.support.gpgkeys import GpgKeys
 from tests.support.paths import venv_bin
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides
 
 pytestmark = pytest.mark.integration
 
 PAYLOAD_MB = 100  # big enough that decryption and upload take seconds on a busy machine
 STAGING = ".offline-bundle-staging-"
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
 
 
 def big_build(root: Path, mb: int = PAYLOAD_MB) -> Path:

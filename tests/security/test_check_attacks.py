@@ -18,17 +18,11 @@ import pytest
 from tests.support.cli import ok, run_cli, write_yaml
 from tests.support.concourse import make_source, run_asset
 from tests.support.gpgkeys import GpgKeys, clearsign
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure, small_tree
 
 pytestmark = pytest.mark.integration
 
 PARAMS = {"parts": [{"name": "a", "path": "a"}]}
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
 
 
 @pytest.fixture

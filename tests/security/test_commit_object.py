@@ -14,18 +14,12 @@ import pytest
 
 from tests.support.cli import ok, run_cli, write_yaml
 from tests.support.concourse import run_asset
-from tests.support.gpgkeys import GpgKeys, import_keys, temporary_gnupghome
-from tests.support.seaweed import SeaweedServer
+from tests.support.gpgkeys import import_keys, temporary_gnupghome
 from tests.support.sides import Sides, assert_clean_failure, small_tree
 
 pytestmark = pytest.mark.integration
 
 KEY = "demo/1.0.0/manifest.json.asc"
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from offline_bundle.archive import extract_part
 from offline_bundle.errors import VerificationError
 from offline_bundle.manifest import MAX_PATH_BYTES, FileEntry, parse_manifest, resolve_links
 from tests.support.forge import ForgedPart, Forger, Member, file_entry, file_member, node_member, tar_of
-from tests.support.gpgkeys import GpgKeys
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure
 
 DEEP = "a/d1/d2/d3/d4/d5/d6/d7/d8"
@@ -214,16 +212,6 @@ def test_a_destination_too_deep_for_a_long_path_fails_as_a_refusal_not_a_crash(t
 
 
 # -------------------------------------------------------------------- a signed bundle through `in`
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
-
-
-@pytest.fixture
-def forger(sides: Sides) -> Forger:
-    return Forger(sides.client(), sides.bucket, sides.keys.signer, sides.keys.recipient)
 
 
 @pytest.mark.integration

@@ -26,8 +26,6 @@ from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
 from offline_bundle.errors import ConfigError
 from offline_bundle.manifest import MAX_PATH_BYTES, PROBE_BYTES, Encryption, Manifest, Part, Payload
 from offline_bundle.pack import check_commit_fits, manifest_size_bound, resolve_version
-from tests.support.gpgkeys import GpgKeys
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure
 
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for the bundle"
@@ -439,11 +437,6 @@ def test_the_manifest_estimate_bounds_the_real_manifest_and_too_large_is_refused
 
 
 # ------------------------------------------------------------ through assets/out, as Concourse runs it
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
 
 
 def assert_nothing_uploaded(sides: Sides) -> None:

@@ -23,25 +23,14 @@ import pytest
 
 from tests.support.concourse import run_asset
 from tests.support.forge import ForgedPart, Forger, file_entry, file_member, node_member, tar_of
-from tests.support.gpgkeys import GpgKeys, clearsign, gpg_binary, import_keys, temporary_gnupghome
+from tests.support.gpgkeys import clearsign, gpg_binary, import_keys, temporary_gnupghome
 from tests.support.paths import ASSETS_DIR
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure
 
 pytestmark = pytest.mark.integration
 
 GiB = 1 << 30
 RSS_LIMIT_KIB = 512 * 1024  # a get holds a few chunks and queues, never the payload
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
-
-
-@pytest.fixture
-def forger(sides: Sides) -> Forger:
-    return Forger(sides.client(), sides.bucket, sides.keys.signer, sides.keys.recipient)
 
 
 def sealed_stream(out: Path, chunks: Any, recipient_public: str, fingerprint: str) -> None:

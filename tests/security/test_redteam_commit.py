@@ -16,21 +16,10 @@ import pytest
 from offline_bundle.errors import VerificationError
 from offline_bundle.manifest import parse_manifest
 from tests.support.forge import ForgedPart, Forger, file_entry, file_member, node_member, tar_of
-from tests.support.gpgkeys import GpgKeys, clearsign
-from tests.support.seaweed import SeaweedServer
+from tests.support.gpgkeys import clearsign
 from tests.support.sides import Sides, assert_clean_failure
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
-
-
-@pytest.fixture
-def forger(sides: Sides) -> Forger:
-    return Forger(sides.client(), sides.bucket, sides.keys.signer, sides.keys.recipient)
 
 
 def one_part(forger: Forger, data: bytes = b"fine", path: str = "ok.txt") -> dict[str, Any]:

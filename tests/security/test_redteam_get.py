@@ -15,16 +15,9 @@ import pytest
 
 from tests.support.cli import run_cli, write_yaml
 from tests.support.forge import ForgedPart, Forger, file_entry, file_member, tar_of
-from tests.support.gpgkeys import GpgKeys
-from tests.support.seaweed import SeaweedServer
 from tests.support.sides import Sides, assert_clean_failure, small_tree
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sides(seaweed: SeaweedServer, bucket: str, gpg_keys: GpgKeys, tmp_path: Path) -> Sides:
-    return Sides.create(seaweed, bucket, gpg_keys, tmp_path)
 
 
 @pytest.fixture
