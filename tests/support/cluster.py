@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
-from botocore.config import Config
 
 from .paths import venv_tool
-from .seaweed import REGION, die_with_parent, new_credentials, write_identities
+from .processes import die_with_parent, log_tail, stop_process
+from .seaweed import new_credentials, s3_client, write_identities
 
 READY_BUCKET = "ready-probe"
 
@@ -99,13 +98,7 @@ class Component:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (a clean shutdown), SIGKILL if it hangs."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the machine lost power, or the process was OOM-killed."""
@@ -115,10 +108,7 @@ class Component:
             proc.wait(timeout=10)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 @dataclass
@@ -328,26 +318,8 @@ class SeaweedCluster:
             return self.wr
         return self.rw
 
-    def client(self, readonly: bool = False, endpoint: str | None = None, **config: Any) -> Any:
-        settings: dict[str, Any] = {
-            "s3": {"addressing_style": "path"},
-            "signature_version": "s3v4",
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
-            "connect_timeout": 5,
-            "read_timeout": 60,
-            "retries": {"max_attempts": 3, "mode": "standard"},
-        }
-        settings.update(config)
-        access_key, secret_key = self.credentials(readonly)
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint or self.endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=REGION,
-            config=Config(**settings),
-        )
+    def client(self, readonly: bool = False, **config: Any) -> Any:
+        return s3_client(self.endpoint, self.credentials(readonly), **config)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 
 import requests
 
-from .seaweed import die_with_parent
+from .processes import die_with_parent, log_tail, stop_process
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 SKOPEO = "skopeo"
@@ -123,19 +123,10 @@ class RegistryServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, 10)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def blob_path(self, digest: str) -> Path:
         """Where distribution's filesystem driver keeps a blob's bytes."""

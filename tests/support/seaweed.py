@@ -13,11 +13,9 @@ port silently defaults to its HTTP port + 10000).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -31,6 +29,7 @@ import requests
 from botocore.config import Config
 
 from .paths import venv_tool
+from .processes import die_with_parent, log_tail, stop_process
 
 REGION = "us-east-1"
 
@@ -95,17 +94,6 @@ def _pick_ports() -> dict[str, int]:
     finally:
         for s in socks:
             s.close()
-
-
-def die_with_parent() -> None:
-    """preexec_fn: SIGTERM the server if the pytest process dies.
-
-    Without this a crashed or SIGKILLed test run leaves weed holding its ports
-    and data dir until the machine is recycled.
-    """
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
 
 
 def write_identities(
@@ -328,13 +316,7 @@ class SeaweedServer:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop weed: SIGTERM (clean shutdown, ~2 s), SIGKILL if it hangs."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, timeout)
         self._remove_sockets()
 
     def kill(self) -> None:
@@ -374,11 +356,7 @@ class SeaweedServer:
     # -- diagnostics ------------------------------------------------------
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def log_errors(self, limit: int = 10) -> str:
         """glog E/F lines: the actual cause is often buried under INFO noise."""
@@ -407,34 +385,36 @@ class SeaweedServer:
         return self.rw_access_key, self.rw_secret_key
 
     def client(self, readonly: bool = False, **config: Any) -> Any:
-        """A boto3 S3 client for the rw (default) or ro identity.
+        """A boto3 S3 client for the rw (default) or ro identity (see ``s3_client``)."""
+        return s3_client(self.endpoint, self.credentials(readonly), **config)
 
-        Path-style because there is no wildcard DNS for virtual-host buckets on
-        127.0.0.1.  Checksums only "when_required" because recent botocore
-        otherwise sends CRC trailers some S3-compatible servers reject; this
-        mirrors what the resource itself should configure.  ``config`` entries
-        override the botocore Config (e.g. ``retries={"max_attempts": 1}``).
-        """
-        access_key, secret_key = self.credentials(readonly)
-        settings: dict[str, Any] = {
-            "s3": {"addressing_style": "path"},
-            "signature_version": "s3v4",
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
-            "connect_timeout": 5,
-            "read_timeout": 60,
-            "retries": {"max_attempts": 3, "mode": "standard"},
-        }
-        settings.update(config)
-        session = boto3.session.Session()
-        return session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=REGION,
-            config=Config(**settings),
-        )
+
+def s3_client(endpoint: str, credentials: tuple[str, str], **config: Any) -> Any:
+    """A boto3 S3 client for a test store.
+
+    Path-style because there is no wildcard DNS for virtual-host buckets on 127.0.0.1. Checksums
+    only "when_required" because recent botocore otherwise sends CRC trailers some S3-compatible
+    servers reject; this mirrors what the resource itself configures. ``config`` entries override
+    the botocore Config (e.g. ``retries={"max_attempts": 1}``).
+    """
+    settings: dict[str, Any] = {
+        "s3": {"addressing_style": "path"},
+        "signature_version": "s3v4",
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+        "connect_timeout": 5,
+        "read_timeout": 60,
+        "retries": {"max_attempts": 3, "mode": "standard"},
+    }
+    settings.update(config)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials[0],
+        aws_secret_access_key=credentials[1],
+        region_name=REGION,
+        config=Config(**settings),
+    )
 
 
 class _PortClash(Exception):
