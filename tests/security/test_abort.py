@@ -193,7 +193,9 @@ def test_a_failed_get_as_non_root_removes_read_only_folders_from_staging(sides: 
     (build / "a" / "locked" / "f.txt").write_text("inside a read-only folder")
     (build / "a" / "locked").chmod(0o555)
     (build / "b").mkdir()
-    (build / "b" / "g.txt").write_text("second part")
+    # Parts are fetched side by side: b is large and altered near its end, so that a (small) is in
+    # staging, read-only folder and all, before b fails.
+    (build / "b" / "g.bin").write_bytes(os.urandom(16 << 20))
     params = {"parts": [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}], "version": "1.0.0"}
     sides.put(build, params)
     (build / "a" / "locked").chmod(0o755)
@@ -203,7 +205,7 @@ def test_a_failed_get_as_non_root_removes_read_only_folders_from_staging(sides: 
     key_b = next(p for p in manifest["parts"] if p["name"] == "b")["payload"]["key"]
     key_b = key_b if key_b.startswith("demo/") else "demo/" + key_b  # relative to the bundle folder, or not
     blob = bytearray(sides.client().get_object(Bucket=sides.bucket, Key=key_b)["Body"].read())
-    blob[len(blob) // 2] ^= 1
+    blob[len(blob) - 4096] ^= 1
     sides.client().put_object(Bucket=sides.bucket, Key=key_b, Body=bytes(blob))
     dest = tmp_path / "dest"
     dest.mkdir()

@@ -69,9 +69,9 @@ def carry_in_place(forger: Forger, part: ForgedPart, sealed: Path) -> None:
     data = sealed.read_bytes()
     manifest = forger.manifest("1", [part])
     original = hashlib.sha256(b"what the signer uploaded").hexdigest()
-    key = f"{forger.name}/_blobs/{original}"
+    key = f"_blobs/{original[:32]}"  # relative to the bundle's folder, as a writer names it
     manifest["parts"][0]["payload"] = {"key": key, "size": len(data), "sha256": original}
-    forger.client.put_object(Bucket=forger.bucket, Key=key, Body=data)
+    forger.client.put_object(Bucket=forger.bucket, Key=f"{forger.name}/{key}", Body=data)
     forger.commit("1", manifest)
 
 

@@ -31,7 +31,7 @@ def manifest(destination: str, path: str = "x") -> bytes:
                 {
                     "name": "p",
                     "destination": destination,
-                    "payload": {"key": f"demo/_blobs/{SHA}", "size": 1, "sha256": SHA},
+                    "payload": {"key": f"_blobs/{SHA[:32]}", "size": 1, "sha256": SHA},
                     "encryption": {"recipients": [], "passphrase": False, "compression": "none"},
                     "files": [{"path": path, "type": "file", "mode": "0644", "mtime": 0, "size": 1, "sha256": SHA}],
                 }
