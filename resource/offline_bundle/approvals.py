@@ -24,6 +24,7 @@ from . import crypto
 from .commit import Trusted, read_commit
 from .config import SECRET_KEY_HEADER, Source
 from .errors import BundleError, ConfigError, CryptoError, VerificationError
+from .manifest import distinct_keys
 from .store import Store
 from .versions import Committed
 
@@ -97,14 +98,7 @@ class Statement:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode("ascii")
 
 
-def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json keeps the last of two equal keys, another reader the first: a statement must mean one thing."""
-    doc: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in doc:
-            raise ApprovalRejected(f"its signed text gives the key {key!r} twice")
-        doc[key] = value
-    return doc
+_distinct_keys = distinct_keys(lambda key: ApprovalRejected(f"its signed text gives the key {key!r} twice"))
 
 
 def parse_statement(data: bytes) -> Statement:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,18 +356,25 @@ def check_links(files: Iterable[FileEntry]) -> None:
 MAX_MTIME = 1 << 63
 
 
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all distinct.
+def distinct_keys(refuse: Callable[[str], Exception]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json.loads`` object hook that raises ``refuse(key)`` for a key given twice in one object.
 
     json keeps the last of two equal keys, other readers (jq, a reviewer's tool) may keep the first:
-    a signed manifest must mean the same to every reader.
+    signed text (a manifest, an approval statement) must mean the same to every reader.
     """
-    doc: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in doc:
-            raise _fail(f"the key {key!r} appears twice in one object")
-        doc[key] = value
-    return doc
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in doc:
+                raise refuse(key)
+            doc[key] = value
+        return doc
+
+    return hook
+
+
+_object_without_duplicates = distinct_keys(lambda key: _fail(f"the key {key!r} appears twice in one object"))
 
 
 def _fail(what: str) -> VerificationError:
