@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import source_env
 from tests.support.concourse import asset_env, make_source, record_output, run_asset
 from tests.support.paths import ASSETS_DIR, venv_bin
 from tests.support.seaweed import SeaweedServer
@@ -126,7 +127,7 @@ def test_put_fails_cleanly_when_the_store_stays_down(sides: Sides, big_build: tu
     assert not [k for k in sides.keys_under() if k.endswith("manifest.json.asc")]
     prune = subprocess.run(
         [str(venv_bin() / "offline-bundle"), "prune", "--keep", "1", "--grace-hours", "0"],
-        env={**asset_env("check"), **env_for(sides.put_source)},
+        env={**asset_env("check"), **source_env(sides.put_source)},
         capture_output=True,
         text=True,
     )
@@ -134,18 +135,6 @@ def test_put_fails_cleanly_when_the_store_stays_down(sides: Sides, big_build: tu
     assert prune.returncode == 0, prune.stderr
     assert uploads(sides) == []
     assert sides.keys_under() == []
-
-
-def env_for(source: dict) -> dict[str, str]:
-    """The CLI's OFFLINE_BUNDLE_<KEY> variables for a source."""
-    out = {}
-    for k, v in source.items():
-        if isinstance(v, list):
-            v = "\n".join(v)
-        elif isinstance(v, bool):
-            v = "true" if v else "false"
-        out[f"OFFLINE_BUNDLE_{k.upper()}"] = v
-    return out
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import ok, run_cli
+from tests.support.cli import ok, run_cli, source_env
 from tests.support.concourse import run_asset
 from tests.support.gpgkeys import PASSPHRASE
 from tests.support.sides import Sides, meta, small_tree
@@ -39,18 +39,6 @@ def one_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert len(errors) == 1, context
     print(errors[0])  # shown with -s, and with the captured output of a later failing assertion
     return errors[0]
-
-
-def cli_env(source: dict) -> dict[str, str]:
-    """A source as the CLI's OFFLINE_BUNDLE_<KEY> variables."""
-    out = {}
-    for k, v in source.items():
-        if isinstance(v, list):
-            v = "\n".join(v)
-        elif isinstance(v, bool):
-            v = "true" if v else "false"
-        out[f"OFFLINE_BUNDLE_{k.upper()}"] = v
-    return out
 
 
 @pytest.fixture
@@ -96,7 +84,7 @@ def test_an_empty_item_in_a_key_list_is_named(sides: Sides) -> None:
 
 
 def test_empty_environment_variables_are_unset(bundle: Sides) -> None:
-    env = {**cli_env(bundle.get_source), "OFFLINE_BUNDLE_CA_BUNDLE": "", "OFFLINE_BUNDLE_DISABLE_SSL": ""}
+    env = {**source_env(bundle.get_source), "OFFLINE_BUNDLE_CA_BUNDLE": "", "OFFLINE_BUNDLE_DISABLE_SSL": ""}
     proc = ok(run_cli("list", env=env))
     assert proc.stdout.startswith("1.0.0\t")
 
@@ -252,7 +240,7 @@ def test_bad_yaml_names_file_line_and_column(sides: Sides, tmp_path: Path) -> No
     assert f"--config {bad} is not valid YAML at line 3, column 9" in line, line
     parts = tmp_path / "parts.yml"
     parts.write_text("- name: a\n  path: 'a\n")
-    env = cli_env(sides.put_source)
+    env = source_env(sides.put_source)
     line = one_error(run_cli("pack", "--parts-file", parts, "--to-dir", tmp_path / "out", env=env))
     assert f"--parts-file {parts} is not valid YAML at line 3, column 1" in line, line
     vars_file = tmp_path / "vars.yml"
@@ -306,17 +294,17 @@ def test_a_destination_that_fills_up(bundle: Sides, mount: callable, tmp_path: P
 def test_a_destination_that_is_a_file(bundle: Sides, tmp_path: Path) -> None:
     dest = tmp_path / "file"
     dest.write_text("")
-    line = one_error(run_cli("unpack", dest, env=cli_env(bundle.get_source)))
+    line = one_error(run_cli("unpack", dest, env=source_env(bundle.get_source)))
     assert f"destination {dest} is a file, not a folder" in line
 
 
 def test_a_medium_folder_that_does_not_exist(bundle: Sides, tmp_path: Path) -> None:
     missing = tmp_path / "no-medium"
-    env = cli_env(bundle.get_source)
+    env = source_env(bundle.get_source)
     line = one_error(run_cli("verify", "--from-dir", missing, env=env))
     assert f"--from-dir {missing} does not exist" in line
     assert not missing.exists()  # reading never creates it
-    line = one_error(run_cli("import", "--from", missing, env=cli_env(bundle.put_source)))
+    line = one_error(run_cli("import", "--from", missing, env=source_env(bundle.put_source)))
     assert f"--from {missing} does not exist" in line
 
 

@@ -27,6 +27,18 @@ def cli_env(extra: Mapping[str, str] | None = None, home: Path | None = None) ->
     return env
 
 
+def source_env(source: Mapping[str, Any]) -> dict[str, str]:
+    """A source as the CLI's OFFLINE_BUNDLE_<KEY> variables (lists one item a line, booleans as words)."""
+    out = {}
+    for k, v in source.items():
+        if isinstance(v, list):
+            v = "\n".join(v)
+        elif isinstance(v, bool):
+            v = "true" if v else "false"
+        out[f"OFFLINE_BUNDLE_{k.upper()}"] = v
+    return out
+
+
 def run_cli(
     *args: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
