@@ -9,9 +9,9 @@ instead of starting over, and how many bytes each fault costs is measured, not g
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tests.cluster.conftest import Sizes, file_sha256, make_payload
 from tests.support.background import Background
 from tests.support.cli import run_cli
 from tests.support.cluster import SeaweedCluster
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import Direction, FaultProxy
 from tests.support.sides import Sides
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -30,39 +30,29 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 PUT = {"parts": [{"name": "big", "path": "big"}], "version": "1.0.0"}
 
 
-def uploaded_bytes(sides: Sides) -> int:
-    """Bytes in the parts of every multipart upload now open in the bucket (a put in progress)."""
-    client = sides.client()
-    total = 0
-    for up in client.list_multipart_uploads(Bucket=sides.bucket).get("Uploads", []):
-        parts = client.list_parts(Bucket=sides.bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts", [])
-        total += sum(p["Size"] for p in parts)
-    return total
+def frozen(proxy: FaultProxy, start: Callable[[], Background], nbytes: int, direction: Direction) -> Background:
+    """Start a transfer through ``proxy`` and return once it is held after ``nbytes`` in ``direction``.
+
+    Why a hold and not a sign of progress: a fault timed by progress lines or staged bytes once came
+    after a fast machine's put had committed, and the test then proved nothing (or failed). Held,
+    the transfer waits at a known point for the fault; :meth:`FaultProxy.release` lets it go on.
+    """
+    proxy.hold_after(nbytes, direction=direction)
+    bg = start()
+    bg.wait_until(lambda: proxy.held > 0, what=f"the transfer held after {nbytes} bytes {direction}")
+    return bg
 
 
-def put_progress(bg: Background) -> float:
-    """The fraction of the part read into the put so far, from its last progress line on stderr."""
-    found = re.findall(r"\((\d+)%\)", bg.stderr())
-    return int(found[-1]) / 100 if found else 0.0
-
-
-def wait_mid_put(bg: Background, sides: Sides, sizes: Sizes) -> None:
-    """Until a third of the payload is read or an eighth uploaded (the first multipart part): on a
-    quiet machine a short put takes two seconds, its progress lines come every two, and parts go up
-    several at a time, so a later sign can come too late for the fault to land mid-transfer."""
-    bg.wait_until(
-        lambda: put_progress(bg) >= 1 / 3 or uploaded_bytes(sides) >= sizes.transfer // 8,
-        what="the put under way",
-    )
+@pytest.fixture
+def proxy(cluster: SeaweedCluster) -> Any:
+    host, port = cluster.endpoint.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port), lifetime=1800) as p:
+        yield p
 
 
 def still_running(bg: Background) -> None:
     """The fault must have come while the transfer ran, or the test proved nothing."""
     assert bg.running(), f"the transfer had ended before the fault: make the payload larger\n{bg.stderr()}"
-
-
-def staged_bytes(dest: Path) -> int:
-    return sum(f.stat().st_size for f in dest.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def bucket_bytes_on(volume_dir: Path, bucket: str) -> int:
@@ -104,16 +94,23 @@ def put_clean(sides: Sides, build: Path, version: str = "1.0.0") -> None:
 
 
 def test_put_survives_a_volume_server_killed_midway(
-    csides: Sides, cluster: SeaweedCluster, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
+    csides: Sides,
+    cluster: SeaweedCluster,
+    proxy: FaultProxy,
+    big: tuple[Path, str],
+    tmp_path: Path,
+    sizes: Sizes,
+    figures: dict,
 ) -> None:
     build, sha = big
-    bg = start_put(csides, build, PUT)
-    wait_mid_put(bg, csides, sizes)
+    via_proxy = {**csides.put_source, "endpoint": proxy.url}
+    bg = frozen(proxy, lambda: start_put(csides, build, PUT, source=via_proxy), sizes.transfer // 3, "up")
     victim = cluster.volumes[0]
     held = bucket_bytes_on(victim.workdir, csides.bucket)
     victim.kill()
     still_running(bg)
     killed_at = bg.elapsed
+    proxy.release()
     stderr = assert_ok(bg)
     assert held > 0, "the killed volume server held none of this bucket: the test would prove nothing"
     assert csides.check() == ["1.0.0"]
@@ -131,7 +128,13 @@ def test_put_survives_a_volume_server_killed_midway(
 
 
 def test_get_survives_a_volume_server_killed_midway(
-    csides: Sides, cluster: SeaweedCluster, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
+    csides: Sides,
+    cluster: SeaweedCluster,
+    proxy: FaultProxy,
+    big: tuple[Path, str],
+    tmp_path: Path,
+    sizes: Sizes,
+    figures: dict,
 ) -> None:
     build, sha = big
     put_clean(csides, build)
@@ -139,11 +142,12 @@ def test_get_survives_a_volume_server_killed_midway(
     held = bucket_bytes_on(victim.workdir, csides.bucket)
     assert held > 0, "the volume server to kill holds none of this bucket: the test would prove nothing"
     dest = tmp_path / "dest"
-    bg = start_get(csides, "1.0.0", dest)
-    bg.wait_until(lambda: staged_bytes(dest) >= sizes.transfer // 5, what="a fifth of the payload downloaded")
+    via_proxy = {**csides.get_source, "endpoint": proxy.url}
+    bg = frozen(proxy, lambda: start_get(csides, "1.0.0", dest, source=via_proxy), sizes.transfer // 5, "down")
     victim.kill()
     still_running(bg)
     killed_at = bg.elapsed
+    proxy.release()
     stderr = assert_ok(bg)
     assert file_sha256(dest / "big" / "payload.bin") == sha
     figures["volume_killed_mid_get"] = {
@@ -160,14 +164,21 @@ def test_get_survives_a_volume_server_killed_midway(
 
 
 def test_put_survives_the_gateway_restarting_midway(
-    csides: Sides, cluster: SeaweedCluster, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
+    csides: Sides,
+    cluster: SeaweedCluster,
+    proxy: FaultProxy,
+    big: tuple[Path, str],
+    tmp_path: Path,
+    sizes: Sizes,
+    figures: dict,
 ) -> None:
     build, sha = big
-    bg = start_put(csides, build, PUT)
-    wait_mid_put(bg, csides, sizes)
+    via_proxy = {**csides.put_source, "endpoint": proxy.url}
+    bg = frozen(proxy, lambda: start_put(csides, build, PUT, source=via_proxy), sizes.transfer // 3, "up")
     t0 = time.monotonic()
     cluster.s3.stop()
     still_running(bg)
+    proxy.release()  # the held requests now meet a gateway that is gone
     cluster.restart_s3()
     down_s = time.monotonic() - t0
     stderr = assert_ok(bg)
@@ -185,16 +196,23 @@ def test_put_survives_the_gateway_restarting_midway(
 
 
 def test_get_survives_the_gateway_restarting_midway(
-    csides: Sides, cluster: SeaweedCluster, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
+    csides: Sides,
+    cluster: SeaweedCluster,
+    proxy: FaultProxy,
+    big: tuple[Path, str],
+    tmp_path: Path,
+    sizes: Sizes,
+    figures: dict,
 ) -> None:
     build, sha = big
     put_clean(csides, build)
     dest = tmp_path / "dest"
-    bg = start_get(csides, "1.0.0", dest)
-    bg.wait_until(lambda: staged_bytes(dest) >= sizes.transfer // 5, what="a fifth of the payload downloaded")
+    via_proxy = {**csides.get_source, "endpoint": proxy.url}
+    bg = frozen(proxy, lambda: start_get(csides, "1.0.0", dest, source=via_proxy), sizes.transfer // 5, "down")
     t0 = time.monotonic()
     cluster.s3.stop()
     still_running(bg)
+    proxy.release()  # the held responses now come from a gateway that is gone
     cluster.restart_s3()
     down_s = time.monotonic() - t0
     stderr = assert_ok(bg)
@@ -209,13 +227,6 @@ def test_get_survives_the_gateway_restarting_midway(
 
 
 # ------------------------------------------------------------------------------- connections cut
-
-
-@pytest.fixture
-def proxy(cluster: SeaweedCluster) -> Any:
-    host, port = cluster.endpoint.removeprefix("http://").split(":")
-    with FaultProxy(host, int(port), lifetime=1800) as p:
-        yield p
 
 
 def test_get_through_cut_connections_resumes_by_range(
@@ -294,7 +305,7 @@ def test_put_through_cut_connections_retries_parts(
 
 
 def test_out_killed_outright_leaves_no_version_and_prune_cleans_up(
-    csides: Sides, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
+    csides: Sides, proxy: FaultProxy, big: tuple[Path, str], tmp_path: Path, sizes: Sizes, figures: dict
 ) -> None:
     build, sha = big
     small = tmp_path / "small"
@@ -302,11 +313,14 @@ def test_out_killed_outright_leaves_no_version_and_prune_cleans_up(
     csides.put(small, {**PUT, "version": "0.9.0"})  # a version that must survive the prune
     before = set(csides.keys_under(""))
 
-    bg = start_put(csides, build, PUT)
-    wait_mid_put(bg, csides, sizes)
+    # The put is frozen a third of the way up (the proxy holds every later byte), so the kill lands
+    # before any commit however fast the machine: a kill timed by progress lines once came after it.
+    via_proxy = {**csides.put_source, "endpoint": proxy.url}
+    bg = frozen(proxy, lambda: start_put(csides, build, PUT, source=via_proxy), sizes.transfer // 3, "up")
     still_running(bg)
     os.kill(bg.proc.pid, signal.SIGKILL)
     bg.proc.wait(timeout=30)
+    proxy.release()
     assert csides.check() == ["0.9.0"], "a killed put must leave no version visible"
     left = csides.client().list_multipart_uploads(Bucket=csides.bucket).get("Uploads", [])
 

@@ -87,6 +87,11 @@ class FaultProxy:
         self._stall_seconds = 0.0
         self._stalls_left = 0
         self._resets_left = 0
+        self._hold_direction: Direction | None = None
+        self._hold_from = 0
+        self._hold_seen = 0
+        self._held = 0
+        self._released = threading.Event()
 
     @property
     def url(self) -> str:
@@ -110,9 +115,28 @@ class FaultProxy:
         with self._lock:
             self._resets_left = times
 
+    def hold_after(self, nbytes: int, *, direction: Direction = "up") -> None:
+        """Forward ``nbytes`` more in ``direction``, then hold every further chunk in it until
+        :meth:`release`: a transfer frozen at a known point, where a timed fault could come too late."""
+        with self._lock:
+            self._hold_direction, self._hold_from, self._hold_seen = direction, nbytes, 0
+            self._released.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._hold_direction = None
+        self._released.set()
+
+    @property
+    def held(self) -> int:
+        """Chunks waiting in a hold now."""
+        with self._lock:
+            return self._held
+
     def clear(self) -> None:
         with self._lock:
             self._cuts_left = self._stalls_left = self._resets_left = 0
+        self.release()
 
     @property
     def cuts_left(self) -> int:
@@ -131,6 +155,7 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._stop.set()
+        self._released.set()
         self._thread.join(timeout=5)
         with self._lock:
             socks = list(self._open)
@@ -188,6 +213,7 @@ class FaultProxy:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
+                self._wait_if_held(direction, len(data))
                 stall, cut_at = self._plan(direction, len(data))
                 if stall:
                     time.sleep(stall)
@@ -210,6 +236,21 @@ class FaultProxy:
                         s.close()
                 with self._lock:
                     self._open.difference_update(pair)
+
+    def _wait_if_held(self, direction: Direction, n: int) -> None:
+        with self._lock:
+            if self._hold_direction != direction:
+                return
+            if self._hold_seen < self._hold_from:
+                self._hold_seen += n
+                return
+            self._held += 1
+        try:
+            while not self._released.wait(0.2) and not self._stop.is_set():
+                pass
+        finally:
+            with self._lock:
+                self._held -= 1
 
     def _plan(self, direction: Direction, n: int) -> tuple[float, int | None]:
         """How long to hold this chunk, and after how many of its bytes to cut (None: do not cut)."""
