@@ -40,7 +40,7 @@ def env_int(name: str, default: int) -> int:
 
 def manifest(version: str, created_at: str) -> bytes:
     """A manifest with one small part, written by the project's own writer."""
-    from offline_bundle.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
+    from offline_bundle.core.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
 
     entry = FileEntry("a.txt", "file", 0o644, 0, 1, "0" * 64)
     part = Part("a", "a/", Payload("_blobs/" + "0" * 32, 10240, "0" * 64), Encryption(), (entry,))

@@ -68,9 +68,9 @@ def same_tree(a: Path, b: Path) -> bool:
 def test_out_uploads_each_payload_to_its_final_key_with_no_copy(sides: Sides, tmp_path: Path) -> None:
     """Every S3 request of a put is counted (botocore's own event hook, in-process against the real store):
     no CopyObject, no UploadPartCopy, no object but the payloads and the commit object."""
-    from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
-    from offline_bundle.pack import Packer
-    from offline_bundle.store import S3Store
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
+    from offline_bundle.storage.store import S3Store
 
     source = parse_source(sides.put_source)
     store = S3Store(source)
@@ -107,10 +107,10 @@ def test_out_uploads_each_payload_to_its_final_key_with_no_copy(sides: Sides, tm
 
 def test_a_put_that_fails_in_its_second_part_leaves_no_payload_and_no_upload(sides: Sides, tmp_path: Path) -> None:
     """The first part is fully uploaded when the second fails: the put removes what it wrote."""
-    from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
     from offline_bundle.errors import StoreError
-    from offline_bundle.pack import Packer
-    from offline_bundle.store import BlobWriter, S3Store
+    from offline_bundle.storage.store import BlobWriter, S3Store
 
     class FailingStore(S3Store):
         """A real store whose second payload writer dies after its first multipart part."""

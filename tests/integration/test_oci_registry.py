@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.oci import (
+from offline_bundle.offline.oci import (
     REF_NAME,
     REPOSITORY_ANNOTATION,
     ImageRef,

@@ -62,7 +62,7 @@ class Watch:
 def watched_store(source: Any, watch: Watch, *, fail_part_at: int | None = None, budget: int = 256 * MiB) -> Any:
     """A real S3 store whose writers and readers report to ``watch``; the second writer may fail mid-way."""
     from offline_bundle.errors import StoreError
-    from offline_bundle.store import S3Store
+    from offline_bundle.storage.store import S3Store
 
     class WatchedStore(S3Store):
         writers = 0
@@ -113,9 +113,9 @@ def watched_store(source: Any, watch: Watch, *, fail_part_at: int | None = None,
 def test_a_three_part_bundle_round_trips_one_or_three_parts_at_a_time(
     sides: Sides, tmp_path: Path, parallel: int
 ) -> None:
-    from offline_bundle.config import BuildInfo, InParams, OutParams, PartSpec, parse_source
-    from offline_bundle.pack import Packer
-    from offline_bundle.unpack import Unpacker
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.bundle.unpack import Unpacker
+    from offline_bundle.core.config import BuildInfo, InParams, OutParams, PartSpec, parse_source
 
     build = three_parts(tmp_path / "build", 20 * MiB + 1)  # three 8 MiB multipart parts each
     put_source, get_source = parse_source(sides.put_source), parse_source(sides.get_source)
@@ -141,8 +141,8 @@ def test_a_three_part_bundle_round_trips_one_or_three_parts_at_a_time(
 
 def test_the_memory_budget_bounds_the_parts_in_flight(sides: Sides, tmp_path: Path) -> None:
     """Each part in flight needs three 8 MiB buffers: a 64 MiB budget holds two parts, not three."""
-    from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
-    from offline_bundle.pack import Packer
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
 
     build = three_parts(tmp_path / "build", 9 * MiB)
     source = parse_source(sides.put_source)
@@ -156,9 +156,9 @@ def test_the_memory_budget_bounds_the_parts_in_flight(sides: Sides, tmp_path: Pa
 
 
 def test_a_part_that_fails_stops_the_others_and_the_put_leaves_nothing(sides: Sides, tmp_path: Path) -> None:
-    from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
     from offline_bundle.errors import StoreError
-    from offline_bundle.pack import Packer
 
     build = three_parts(tmp_path / "build", 48 * MiB)
     source = parse_source(sides.put_source)
@@ -179,10 +179,10 @@ def test_a_part_that_fails_stops_the_others_and_the_put_leaves_nothing(sides: Si
 def test_a_part_that_fails_verification_stops_the_others_and_the_get_leaves_nothing(
     sides: Sides, tmp_path: Path
 ) -> None:
-    from offline_bundle.config import BuildInfo, InParams, OutParams, PartSpec, parse_source
+    from offline_bundle.bundle.pack import Packer
+    from offline_bundle.bundle.unpack import Unpacker
+    from offline_bundle.core.config import BuildInfo, InParams, OutParams, PartSpec, parse_source
     from offline_bundle.errors import VerificationError
-    from offline_bundle.pack import Packer
-    from offline_bundle.unpack import Unpacker
 
     build = three_parts(tmp_path / "build", 24 * MiB)
     put_source, get_source = parse_source(sides.put_source), parse_source(sides.get_source)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from offline_bundle.pin import Vars, load_lock
+from offline_bundle.offline.pin import Vars, load_lock
 from tests.support.cli import run_cli
 from tests.support.gitrepo import GitRepo
 from tests.support.gpgkeys import GpgKeys

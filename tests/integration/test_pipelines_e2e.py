@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from offline_bundle.lint import VAR_RE, lint_file, lint_paths, parse_var
+from offline_bundle.lint.pipeline import VAR_RE, lint_file, lint_paths, parse_var
 from tests.support.cli import cli_env, ok, run_cli, write_yaml
 from tests.support.concourse import parse_stdout, record_output, run_asset
 from tests.support.gitrepo import GitRepo

@@ -145,7 +145,7 @@ def test_arrival_order_is_refused_with_the_reason(sides: Sides) -> None:
 def test_batch_verification_gives_each_object_its_own_verdict(gpg_keys: GpgKeys) -> None:
     """gpg ends a ``--decrypt-files`` run at a BAD signature: whatever comes after it in the batch
     must still get its own verdict, the same one it gets when verified alone."""
-    from offline_bundle import crypto
+    from offline_bundle import openpgp
 
     good = [clearsign(gpg_keys.signer, f'{{"n":{i}}}\n{{"m":{i}}}'.encode()) for i in range(24)]
     messages: list[bytes] = []
@@ -160,14 +160,14 @@ def test_batch_verification_gives_each_object_its_own_verdict(gpg_keys: GpgKeys)
             messages.append(g)
     messages.append(clearsign(gpg_keys.untrusted_signer, b'{"n":99}'))
     trusted = [gpg_keys.signer.public_armored]
-    batch = crypto.verify_clearsigned_many(messages, trusted)
+    batch = openpgp.verify_clearsigned_many(messages, trusted)
     assert len(batch) == len(messages)
     for i, (message, verdict) in enumerate(zip(messages, batch, strict=True)):
         try:
-            alone: object = crypto.verify_clearsigned(message, trusted)
-        except crypto.VerificationError as e:
+            alone: object = openpgp.verify_clearsigned(message, trusted)
+        except openpgp.VerificationError as e:
             alone = e
-        if isinstance(alone, crypto.Verified):
+        if isinstance(alone, openpgp.Verified):
             assert verdict == alone, i
             assert verdict.data == f'{{"n":{i}}}\n{{"m":{i}}}'.encode(), i
         else:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from offline_bundle.archive import extract_part
+from offline_bundle.bundle.archive import extract_part
+from offline_bundle.core.manifest import MAX_PATH_BYTES, FileEntry, parse_manifest, resolve_links
 from offline_bundle.errors import VerificationError
-from offline_bundle.manifest import MAX_PATH_BYTES, FileEntry, parse_manifest, resolve_links
 from tests.support.forge import ForgedPart, Forger, Member, file_entry, file_member, node_member, tar_of
 from tests.support.sides import Sides, assert_clean_failure
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from offline_bundle.config import parse_source
+from offline_bundle.core.config import parse_source
 from offline_bundle.errors import VerificationError
-from offline_bundle.store import S3Store
-from offline_bundle.verified_upload import PieceSource, upload_verified
+from offline_bundle.storage.store import S3Store
+from offline_bundle.transfer.verified_upload import PieceSource, upload_verified
 from tests.support.carrier import (
     Carry,
     MiB,

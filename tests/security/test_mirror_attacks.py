@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from offline_bundle.config import parse_source
-from offline_bundle.mirror import Mirror
-from offline_bundle.store import S3Store
+from offline_bundle.core.config import parse_source
+from offline_bundle.storage.store import S3Store
+from offline_bundle.transfer.mirror import Mirror
 from tests.support.carrier import Carry, leaks, make_build, needles_of, new_bucket, ok, random_bytes
 from tests.support.cli import run_cli
 from tests.support.concourse import make_source

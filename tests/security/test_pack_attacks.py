@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle import confined, pack
-from offline_bundle.archive import TarStream, extract_part, hash_entries, plan_part, probe_of
-from offline_bundle.config import BuildInfo, OutParams, PartSpec, parse_source
+from offline_bundle.bundle import pack
+from offline_bundle.bundle.archive import TarStream, extract_part, hash_entries, plan_part, probe_of
+from offline_bundle.bundle.pack import check_commit_fits, manifest_size_bound, resolve_version
+from offline_bundle.core import confined
+from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
+from offline_bundle.core.manifest import MAX_PATH_BYTES, PROBE_BYTES, Encryption, Manifest, Part, Payload
 from offline_bundle.errors import ConfigError
-from offline_bundle.manifest import MAX_PATH_BYTES, PROBE_BYTES, Encryption, Manifest, Part, Payload
-from offline_bundle.pack import check_commit_fits, manifest_size_bound, resolve_version
 from tests.support.sides import Sides, assert_clean_failure
 
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for the bundle"

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from offline_bundle.approvals import APPROVAL_FORMAT, APPROVAL_KIND, ApprovalRejected, parse_statement
+from offline_bundle.bundle.approvals import APPROVAL_FORMAT, APPROVAL_KIND, ApprovalRejected, parse_statement
 
 FPR = "A" * 40
 SHA = "b" * 64

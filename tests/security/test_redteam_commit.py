@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from offline_bundle.core.manifest import parse_manifest
 from offline_bundle.errors import VerificationError
-from offline_bundle.manifest import parse_manifest
 from tests.support.forge import ForgedPart, Forger, file_entry, file_member, node_member, tar_of
 from tests.support.gpgkeys import clearsign
 from tests.support.sides import Sides, assert_clean_failure

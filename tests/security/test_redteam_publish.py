@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from offline_bundle.config import check_destination
+from offline_bundle.core.config import check_destination
+from offline_bundle.core.manifest import parse_manifest
 from offline_bundle.errors import ConfigError, VerificationError
-from offline_bundle.manifest import parse_manifest
 
 SHA = "a" * 64
 

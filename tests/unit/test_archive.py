@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.archive import TarStream, extract_part, plan_part
+from offline_bundle.bundle.archive import TarStream, extract_part, plan_part
+from offline_bundle.core.manifest import FileEntry, symlink_stays_inside
 from offline_bundle.errors import ConfigError, VerificationError
-from offline_bundle.manifest import FileEntry, symlink_stays_inside
 
 
 def make_tree(root: Path) -> Path:
@@ -276,7 +276,7 @@ def test_extraction_never_escapes_and_admits_only_the_manifest(
 
 
 def test_small_files_are_read_in_large_coalesced_chunks_and_large_chunks_are_not_copied(tmp_path: Path) -> None:
-    from offline_bundle.archive import CHUNK, COALESCE
+    from offline_bundle.bundle.archive import CHUNK, COALESCE
 
     root = tmp_path / "many"
     root.mkdir()
@@ -318,7 +318,7 @@ _names = st.text(alphabet=st.sampled_from("abz09._- /éü"), min_size=1, max_siz
 def test_the_fast_tar_header_equals_tarfiles(
     name: str, kind: str, mode: int, size: int, mtime: int, target: str
 ) -> None:
-    from offline_bundle.archive import Entry, _header, _tarinfo
+    from offline_bundle.bundle.archive import Entry, _header, _tarinfo
 
     e = Entry(
         name,

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from offline_bundle.cli import build_parser
+from offline_bundle.cli.main import build_parser
 from tests.support.paths import venv_bin
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offline_bundle.config import parse_in_params, parse_out_params, parse_source
+from offline_bundle.core.config import parse_in_params, parse_out_params, parse_source
 from offline_bundle.errors import ConfigError
 
 PUB = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEabc\n-----END PGP PUBLIC KEY BLOCK-----\n"

@@ -8,26 +8,26 @@ import hashlib
 import io
 import os
 
-from offline_bundle import crypto
+from offline_bundle import openpgp
 
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 def test_gpg_runs_with_1_mib_pipes() -> None:
-    with crypto.gpg_home() as gpg:
+    with openpgp.gpg_home() as gpg:
         proc = gpg._open_subprocess(["--version"])  # the hook python-gnupg calls for every operation
         try:
             sizes = [fcntl.fcntl(p.fileno(), F_GETPIPE_SZ) for p in (proc.stdin, proc.stdout)]
         finally:
             proc.communicate()
-    assert sizes == [crypto.PIPE_BYTES, crypto.PIPE_BYTES]
+    assert sizes == [openpgp.PIPE_BYTES, openpgp.PIPE_BYTES]
 
 
 def test_a_stream_larger_than_the_pipes_round_trips() -> None:
-    key = crypto.generate_key("decrypt", "pipes <pipes@example.invalid>", None)
-    data = os.urandom(3 * crypto.PIPE_BYTES + 12345)
+    key = openpgp.generate_key("decrypt", "pipes <pipes@example.invalid>", None)
+    data = os.urandom(3 * openpgp.PIPE_BYTES + 12345)
     sealed = io.BytesIO()
-    crypto.encrypt_stream(
+    openpgp.encrypt_stream(
         io.BytesIO(data), sealed.write, recipients=(key.public_armored,), passphrase=None, compression="none"
     )
     out = hashlib.sha256()
@@ -37,7 +37,7 @@ def test_a_stream_larger_than_the_pipes_round_trips() -> None:
         out.update(chunk)
         sizes.append(len(chunk))
 
-    crypto.decrypt_stream(
-        io.BytesIO(sealed.getvalue()), sink, crypto.DecryptKeys(secret_key=key.secret_armored), use_key=True
+    openpgp.decrypt_stream(
+        io.BytesIO(sealed.getvalue()), sink, openpgp.DecryptKeys(secret_key=key.secret_armored), use_key=True
     )
     assert out.hexdigest() == hashlib.sha256(data).hexdigest() and sum(sizes) == len(data)

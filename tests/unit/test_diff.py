@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from offline_bundle.approvals import (
+from offline_bundle.bundle.approvals import (
     ApprovalRejected,
     ApprovalStatus,
     Statement,
@@ -19,11 +19,11 @@ from offline_bundle.approvals import (
     make_statement,
     parse_statement,
 )
-from offline_bundle.commit import Trusted
-from offline_bundle.config import parse_source
-from offline_bundle.diff import diff_manifests, to_json, to_text
+from offline_bundle.bundle.commit import Trusted
+from offline_bundle.bundle.diff import diff_manifests, to_json, to_text
+from offline_bundle.core.config import parse_source
+from offline_bundle.core.manifest import Encryption, FileEntry, Manifest, Part, Payload
 from offline_bundle.errors import ConfigError
-from offline_bundle.manifest import Encryption, FileEntry, Manifest, Part, Payload
 
 SIGNER = "A" * 40
 APPROVER = "B" * 40

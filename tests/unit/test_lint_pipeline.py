@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.lint import lint, lint_document, lint_file, lint_paths, parse_var, placeholders
+from offline_bundle.lint.pipeline import lint, lint_document, lint_file, lint_paths, parse_var, placeholders
 from tests.support.paths import venv_bin
 
 GOOD: dict[str, Any] = {

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offline_bundle.core.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
 from offline_bundle.errors import VerificationError
-from offline_bundle.manifest import Encryption, FileEntry, Manifest, Part, Payload, parse_manifest
 
 SHA = "ab" * 32
 PAYLOAD_ID = "0123456789abcdef" * 2
@@ -176,15 +176,15 @@ _hex = st.one_of(st.none(), st.text("0123456789abcdef", min_size=64, max_size=64
 def test_the_fast_entry_line_equals_the_json_encoder(
     path: str, kind: str, mode: int, mtime: int, size: int, sha256: str | None, probe: str | None, target: str | None
 ) -> None:
-    from offline_bundle.manifest import _dump, _entry_line
+    from offline_bundle.core.manifest import _dump, _entry_line
 
     f = FileEntry(path, kind, mode, mtime, size, sha256, target, probe)
     assert _entry_line(f) == _dump(f.to_json())
 
 
 def test_a_payload_key_resolves_below_the_bundle_folder_of_whichever_store_reads_it() -> None:
-    from offline_bundle.commit import new_payload_key, payload_object_key
-    from offline_bundle.config import Source
+    from offline_bundle.bundle.commit import new_payload_key, payload_object_key
+    from offline_bundle.core.config import Source
 
     payload = Payload("_blobs/" + PAYLOAD_ID, 1, SHA)
     assert payload_object_key(Source(bucket="near", name="demo"), payload) == "demo/_blobs/" + PAYLOAD_ID

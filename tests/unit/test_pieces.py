@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.commit import payload_object_key, read_commit
-from offline_bundle.config import BuildInfo, InParams, OutParams, PartSpec, Source
+from offline_bundle.bundle.commit import payload_object_key, read_commit
+from offline_bundle.bundle.pack import Packer
+from offline_bundle.bundle.unpack import Unpacker
+from offline_bundle.core.config import BuildInfo, InParams, OutParams, PartSpec, Source
 from offline_bundle.errors import BundleError, ConfigError, VerificationError
-from offline_bundle.media import Exporter
-from offline_bundle.pack import Packer
-from offline_bundle.pieces import (
+from offline_bundle.storage.store import DirStore
+from offline_bundle.transfer.media import Exporter
+from offline_bundle.transfer.pieces import (
     INDEX_FORMAT,
     MediumStore,
     MiB,
@@ -30,9 +32,7 @@ from offline_bundle.pieces import (
     piece_plan,
     pieces_dir,
 )
-from offline_bundle.store import DirStore
-from offline_bundle.unpack import Unpacker
-from offline_bundle.verified_upload import BlockChanged, VerifiedBody, survey
+from offline_bundle.transfer.verified_upload import BlockChanged, VerifiedBody, survey
 
 PIECE = 5 * MiB
 SOURCE = Source(bucket="local-folder", name="demo", allow_unencrypted=True, allow_unsigned=True)
@@ -201,7 +201,7 @@ def test_export_refuses_before_writing_when_the_medium_is_too_small(
 ) -> None:
     store, _ = folder_bundle
     medium = tmp_path / "medium"
-    import offline_bundle.media as media
+    import offline_bundle.transfer.media as media
 
     real = media.shutil.disk_usage
     monkeypatch.setattr(media.shutil, "disk_usage", lambda p: real(p)._replace(free=10 * MiB))
@@ -278,7 +278,7 @@ def test_a_survey_refuses_a_stream_of_another_length() -> None:
 
 
 def test_a_file_window_is_a_seekable_stream_of_its_own(tmp_path: Path) -> None:
-    from offline_bundle.pieces import FileWindow
+    from offline_bundle.transfer.pieces import FileWindow
 
     path = tmp_path / "f"
     path.write_bytes(bytes(range(256)) * 4)

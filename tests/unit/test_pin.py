@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.lint import lint_document
-from offline_bundle.pin import (
+from offline_bundle.lint.pipeline import lint_document
+from offline_bundle.offline.pin import (
     FileIdentity,
     ImageIdentity,
     PinError,

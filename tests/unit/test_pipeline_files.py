@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from offline_bundle.lint import VAR_RE, lint_file, lint_paths, parse_var
+from offline_bundle.lint.pipeline import VAR_RE, lint_file, lint_paths, parse_var
 from tests.support.paths import REPO_ROOT
 from tests.support.schema import load_schema, schema_errors
 

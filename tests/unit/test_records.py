@@ -7,11 +7,11 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from offline_bundle.config import Source
+from offline_bundle.bundle.records import describe, list_records, make_record, print_record_json, summary, write_record
+from offline_bundle.core.config import Source
+from offline_bundle.core.manifest import Encryption, Manifest, Part, Payload
 from offline_bundle.errors import StoreError
-from offline_bundle.manifest import Encryption, Manifest, Part, Payload
-from offline_bundle.records import describe, list_records, make_record, print_record_json, summary, write_record
-from offline_bundle.store import DirStore
+from offline_bundle.storage.store import DirStore
 
 SOURCE = Source(bucket="b-records", name="demo", prefix="transfers/")
 

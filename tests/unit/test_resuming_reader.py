@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from offline_bundle import store as store_module
 from offline_bundle.errors import StoreError
-from offline_bundle.store import S3Store, _ResumingReader
+from offline_bundle.storage import store as store_module
+from offline_bundle.storage.store import S3Store, _ResumingReader
 
 
 class CutBody(io.RawIOBase):

@@ -6,9 +6,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from offline_bundle.archive import TarStream, plan_part
-from offline_bundle.manifest import PROBE_BYTES, Encryption, Part, Payload
-from offline_bundle.pack import _same_files
+from offline_bundle.bundle.archive import TarStream, plan_part
+from offline_bundle.bundle.pack import _same_files
+from offline_bundle.core.manifest import PROBE_BYTES, Encryption, Part, Payload
 
 
 def committed_part(root: Path) -> Part:

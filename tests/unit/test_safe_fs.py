@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle import safe_fs
-from offline_bundle.safe_fs import UnsafePathError
+from offline_bundle.core import safe_fs
+from offline_bundle.core.safe_fs import UnsafePathError
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from offline_bundle.bundle.pipe import ChunkPipe, PipeClosed
 from offline_bundle.errors import VerificationError
-from offline_bundle.pipe import ChunkPipe, PipeClosed
-from offline_bundle.store import (
+from offline_bundle.storage.store import (
     MAX_PARTS,
     DirStore,
     MiB,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 
-from offline_bundle import store
-from offline_bundle.cli import load_config, public_key_path, read_yaml
+from offline_bundle.cli.main import load_config, public_key_path, read_yaml
+from offline_bundle.concourse.protocol import EXIT_FAILURE, EXIT_INTERNAL, failure_exit
+from offline_bundle.core.versions import nearest
 from offline_bundle.errors import (
     AccessDeniedError,
     ConfigError,
@@ -21,8 +22,7 @@ from offline_bundle.errors import (
     StoreUnreachableError,
     path_error,
 )
-from offline_bundle.protocol import EXIT_FAILURE, EXIT_INTERNAL, failure_exit
-from offline_bundle.versions import nearest
+from offline_bundle.storage import store
 
 
 def test_retry_delays_and_the_default_budget() -> None:

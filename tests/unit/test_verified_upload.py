@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from offline_bundle.errors import VerificationError
-from offline_bundle.store import S3Store
-from offline_bundle.verified_upload import PieceSource, upload_verified
+from offline_bundle.storage.store import S3Store
+from offline_bundle.transfer.verified_upload import PieceSource, upload_verified
 
 PIECE = 5 << 20
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from offline_bundle.core.versions import Committed, order, select_for_check, semver_key
 from offline_bundle.errors import ConfigError
-from offline_bundle.versions import Committed, order, select_for_check, semver_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

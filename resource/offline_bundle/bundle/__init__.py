@@ -1,0 +1,1 @@
+"""A bundle's life: plan, tar, hash, encrypt, upload, manifest, commit, and back (unpack), approvals, records, prune."""

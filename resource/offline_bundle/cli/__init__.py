@@ -1,0 +1,1 @@
+"""The offline-bundle command line; nothing else imports it."""

@@ -1,0 +1,1 @@
+"""The resource type: check, in and out as Concourse runs them."""

@@ -1,0 +1,1 @@
+"""The bottom layer: names, configuration, the manifest, versions, progress, confined file access."""

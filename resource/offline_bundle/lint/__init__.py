@@ -1,0 +1,1 @@
+"""Linting Concourse pipelines and task configs."""

@@ -1,0 +1,1 @@
+"""Pinning pipelines: lock, pin, fetch; container images (OCI) and remote files."""

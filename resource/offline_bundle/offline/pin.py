@@ -1,0 +1,851 @@
+"""``pin``: every external artifact of some pipelines, locked to an exact identity, and the pipelines
+rewritten to read those artifacts from the air-gapped store.
+
+Why: the original project's promise ("pinned" pipelines consuming everything from the air-gapped
+blobstore) was a patch generated and never applied, so nobody noticed it did nothing. Here the lock
+is data (``offline.lock.yml``), the rewrite is derived from the lock, and both are deterministic: the
+same inputs give the same bytes, and a moved upstream tag changes exactly the one entry it moves.
+
+What is carried and how (the air-gapped keys are ``<prefix><kind>/<slug>/<id>/<file>``):
+
+- container images (``resource_types``, task ``image_resource`` inline and in task files that can be
+  read, ``registry-image``/``docker-image`` resources): repository + the linux/amd64 manifest digest
+  (+ the index digest). On the far side an ``s3`` object ``rootfs.tgz`` (``unpack: true`` gives the
+  ``rootfs/`` + ``metadata.json`` Concourse runs) and ``image.tar`` (an OCI archive, what a get with
+  ``format: oci`` gives); with ``--registry``, the same digest in an internal registry instead.
+- ``git`` resources: URL + commit; a ``source.tgz`` of the tree at that commit.
+- ``github-release`` and ``http`` resources: files by URL (+ SHA-256 when the source or the API
+  gives one); one file is carried as itself, several as ``files.tar`` (unpacked by the get).
+
+A resource that cannot be carried (a ``put`` to a carried resource, ``pivnet``, ``s3`` on the
+Internet, a custom type nobody can read) is refused by name and makes ``pin`` fail, unless it is
+declared internal (``--keep NAME``: it already lives on the air-gapped side) or ``--allow-unpinned``.
+``time`` and ``mock`` reach nothing and are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from offline_bundle.errors import BundleError, ConfigError
+from offline_bundle.lint.pipeline import VAR_RE, load_yaml, parse_var
+
+Log = Callable[[str], None]
+LOCK_NAME = "offline.lock.yml"
+LOCK_FORMAT = 1
+DEFAULT_PREFIX = "offline/"
+DEFAULT_S3_VAR_PREFIX = "offline_s3_"
+IMAGE_TYPES = frozenset({"registry-image", "docker-image"})
+FILE_TYPES = frozenset({"http", "http-resource", "http-file"})
+INTERNAL_TYPES = frozenset({"time", "mock"})  # these reach nothing outside the worker
+CREDENTIAL_KEYS = ("private_key", "username", "password", "access_token", "api_token")
+ROOTFS_FILE = "rootfs.tgz"
+OCI_FILE = "image.tar"
+GIT_FILE = "source.tgz"
+FILES_ARCHIVE = "files.tar"
+_HEX40 = re.compile(r"[0-9a-f]{40}\Z")
+
+
+class PinError(BundleError):
+    """Some resources cannot be carried (each is listed on stderr)."""
+
+
+# ---------------------------------------------------------------------------------------- resolvers
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    repository: str  # "host/path" as the registry client spells it canonically
+    tag: str | None
+    index_digest: str | None
+    digest: str
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    name: str
+    url: str
+    size: int | None
+    sha256: str | None
+    api_url: str | None = None  # GitHub: the asset's API URL, the one a token can download from
+
+
+class Resolvers(Protocol):
+    """What ``pin`` asks the outside world; the real one is ``LiveResolvers`` (registry, git, GitHub API)."""
+
+    def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity: ...
+
+    def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str: ...
+
+    def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes: ...
+
+    def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]: ...
+
+
+class LiveResolvers:
+    """The real registry (``oci``), git (``remote``) and GitHub API; caches answers for one run."""
+
+    def __init__(
+        self,
+        *,
+        insecure_registries: tuple[str, ...] = (),
+        cache_dir: Path | None = None,
+        ca_bundle: str | None = None,
+        log: Log,
+    ) -> None:
+        from offline_bundle.offline.oci import RegistryClient
+
+        self.log = log
+        self.ca_bundle = ca_bundle
+        self.registry = RegistryClient(insecure_registries=insecure_registries, log=log)
+        self.cache_dir = cache_dir
+        self._images: dict[tuple[str, str | None, str | None], ImageIdentity] = {}
+        self._commits: dict[tuple[str, str | None], str] = {}
+
+    def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity:
+        from offline_bundle.offline.oci import parse_image_ref
+
+        key = (reference, tag, digest)
+        if key not in self._images:
+            ref = parse_image_ref(reference, tag=tag)
+            if digest:
+                ref = ref.with_digest(digest)
+            resolved = self.registry.resolve(ref)
+            self._images[key] = ImageIdentity(
+                repository=f"{ref.registry}/{ref.repository}",
+                tag=ref.tag,
+                index_digest=resolved.index_digest,
+                digest=resolved.digest,
+            )
+        return self._images[key]
+
+    def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str:
+        from offline_bundle.offline.remote import git_resolve
+
+        key = (uri, ref)
+        if key not in self._commits:
+            self._commits[key] = git_resolve(uri, ref, log=self.log, cache_dir=self.cache_dir, **_key_arg(private_key))
+        return self._commits[key]
+
+    def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes:
+        from offline_bundle.offline.remote import git_read_file
+
+        return git_read_file(uri, commit, path, cache_dir=self.cache_dir, **_key_arg(private_key))
+
+    def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]:
+        from offline_bundle.offline.remote import github_release_assets
+
+        release_tag, assets = github_release_assets(source, tag=tag, ca_bundle=self.ca_bundle, log=self.log)
+        return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256, a.api_url) for a in assets]
+
+
+def _key_arg(private_key: str | None) -> dict[str, str]:
+    return {"private_key": private_key} if private_key else {}
+
+
+# ------------------------------------------------------------------------------------------- ((vars))
+
+
+class Vars:
+    """``((var))`` interpolation as ``fly set-pipeline -l`` does it, for the values pin must know.
+
+    A value that is exactly one ``((var))`` becomes the var's value (a map or list too); a var inside
+    a longer string is replaced by its text. Vars of a named var source (``((vault:x))``) and vars not
+    given stay as they are; a field pin needs that still holds one is an error naming it.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = dict(values)
+
+    def lookup(self, text: str) -> tuple[bool, Any]:
+        ref = parse_var(text)
+        if ref.source is not None or ref.name not in self.values:
+            return False, None
+        value = self.values[ref.name]
+        for f in ref.fields:
+            if not isinstance(value, dict) or f not in value:
+                return False, None
+            value = value[f]
+        return True, value
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, str):
+            whole = VAR_RE.fullmatch(value.strip())
+            if whole:
+                found, got = self.lookup(whole.group(1))
+                return self.resolve(got) if found else value
+
+            def one(m: re.Match[str]) -> str:
+                found, got = self.lookup(m.group(1))
+                return str(got) if found and not isinstance(got, dict | list) else m.group(0)
+
+            return VAR_RE.sub(one, value)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def with_values(self, more: Mapping[str, Any]) -> Vars:
+        return Vars({**self.values, **more})
+
+
+def needs(value: Any, what: str) -> str:
+    """A field pin must know: a non-empty string without an unresolved ``((var))``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} must be a non-empty string")
+    if VAR_RE.search(value):
+        raise ConfigError(f"{what} is {value!r}: give that var with --vars (pin must know it to lock it)")
+    return value
+
+
+def credential_refs(raw_source: Mapping[str, Any], where: str, log: Log) -> dict[str, str]:
+    """Credential fields as their ``((var))`` text, never a value: the lock is written to disk and carried.
+
+    fetch resolves them again from its own ``--vars``. A literal credential in a pipeline is left out
+    with a warning (it would otherwise be copied into the lock).
+    """
+    out: dict[str, str] = {}
+    for k in CREDENTIAL_KEYS:
+        v = raw_source.get(k)
+        if v is None:
+            continue
+        if isinstance(v, str) and VAR_RE.fullmatch(v.strip()):
+            out[k] = v.strip()
+        else:
+            log(f"warning: {where}.source.{k} is a literal value; not copied into the lock (give it as a ((var)))")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the lock
+
+
+def slug(text: str, limit: int = 80) -> str:
+    """A key- and part-name-safe form of a repository, URL or name (readable, not unique by itself)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+    s = re.sub(r"\.\.+", ".", s)
+    if len(s) > limit:
+        s = s[: limit - 13] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return s
+
+
+@dataclass
+class Entry:
+    """One locked artifact. ``keys`` maps each carried file to its air-gapped object key."""
+
+    kind: str  # image | git | file
+    id: str
+    part: str
+    destination: str
+    keys: dict[str, str]
+    fields: dict[str, Any]
+    used_by: list[str] = field(default_factory=list)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            **self.fields,
+            "part": self.part,
+            "destination": self.destination,
+            "keys": dict(sorted(self.keys.items())),
+            "used_by": sorted(set(self.used_by)),
+        }
+
+
+def entry_from_doc(doc: Mapping[str, Any]) -> Entry:
+    base = {"kind", "id", "part", "destination", "keys", "used_by"}
+    missing = sorted(k for k in base if k not in doc)
+    if missing:
+        raise ConfigError(f"lock entry {doc.get('id', '?')!r} lacks {', '.join(missing)}")
+    return Entry(
+        kind=str(doc["kind"]),
+        id=str(doc["id"]),
+        part=str(doc["part"]),
+        destination=str(doc["destination"]),
+        keys={str(k): str(v) for k, v in dict(doc["keys"]).items()},
+        fields={k: v for k, v in doc.items() if k not in base},
+        used_by=list(doc.get("used_by") or []),
+    )
+
+
+@dataclass
+class Lock:
+    prefix: str
+    form: str  # "s3" or "registry"
+    registry: str | None
+    pipelines: list[str]
+    entries: dict[str, Entry] = field(default_factory=dict)
+    kept: list[dict[str, str]] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        doc = {
+            "lock_format": LOCK_FORMAT,
+            "prefix": self.prefix,
+            "form": self.form,
+            "registry": self.registry,
+            "pipelines": sorted(self.pipelines),
+            "artifacts": [e.to_doc() for _, e in sorted(self.entries.items())],
+            "kept": sorted(self.kept, key=lambda k: (k["pipeline"], k["resource"])),
+            "refused": sorted(self.refused, key=lambda k: (k["pipeline"], k["what"])),
+        }
+        return _dump(doc)
+
+
+def load_lock(path: str | os.PathLike[str]) -> Lock:
+    doc = load_yaml(str(path), "lock")
+    if not isinstance(doc, dict) or doc.get("lock_format") != LOCK_FORMAT:
+        raise ConfigError(f"{path} is not an offline.lock.yml of lock_format {LOCK_FORMAT}")
+    artifacts = doc.get("artifacts") or []
+    if not isinstance(artifacts, list):
+        raise ConfigError(f"{path}: artifacts must be a list")
+    lock = Lock(
+        prefix=str(doc.get("prefix") or ""),
+        form=str(doc.get("form") or "s3"),
+        registry=doc.get("registry"),
+        pipelines=list(doc.get("pipelines") or []),
+        kept=list(doc.get("kept") or []),
+        refused=list(doc.get("refused") or []),
+    )
+    for item in artifacts:
+        if not isinstance(item, dict):
+            raise ConfigError(f"{path}: every artifact must be a map")
+        e = entry_from_doc(item)
+        if e.id in lock.entries:
+            raise ConfigError(f"{path}: artifact {e.id} is listed twice")
+        lock.entries[e.id] = e
+    return lock
+
+
+# --------------------------------------------------------------------------------------- the pinner
+
+
+@dataclass(frozen=True)
+class PinOptions:
+    prefix: str = DEFAULT_PREFIX
+    registry: str | None = None  # "HOST[:PORT][/PREFIX]": images via an internal registry
+    keep: frozenset[str] = frozenset()  # resources declared internal
+    allow_unpinned: bool = False
+    s3_var_prefix: str = DEFAULT_S3_VAR_PREFIX
+    # The publish target's own prefix: objects land at <target prefix><destination><file>, so the
+    # rewritten pipelines read them there (the lock's keys stay relative to the target's prefix).
+    target_prefix: str = ""
+
+
+@dataclass
+class PinResult:
+    lock: Lock
+    pipelines: dict[str, Any]  # output file name -> rewritten pipeline
+
+
+def _steps(plan: Any) -> Iterator[dict[str, Any]]:
+    """Every step of a plan, nested ones and hooks included (the raw dicts, to be changed in place)."""
+    if isinstance(plan, list):
+        for s in plan:
+            yield from _steps(s)
+        return
+    if not isinstance(plan, dict):
+        return
+    yield plan
+    if "in_parallel" in plan:
+        inner = plan["in_parallel"]
+        yield from _steps(inner.get("steps") if isinstance(inner, dict) else inner)
+    for k in ("do", "aggregate"):
+        if k in plan:
+            yield from _steps(plan[k])
+    if "try" in plan:
+        yield from _steps(plan["try"])
+    for hook in ("on_success", "on_failure", "on_abort", "on_error", "ensure"):
+        if hook in plan:
+            yield from _steps(plan[hook])
+
+
+class Pinner:
+    def __init__(self, resolvers: Resolvers, options: PinOptions, vars_: Vars, log: Log) -> None:
+        self.r = resolvers
+        self.o = options
+        self.vars = vars_
+        self.log = log
+        prefix = options.prefix
+        if prefix and not prefix.endswith("/"):
+            raise ConfigError(f"--prefix {prefix!r} must end with '/'")
+        if options.target_prefix and not options.target_prefix.endswith("/"):
+            raise ConfigError(f"--target-prefix {options.target_prefix!r} must end with '/'")
+        self.lock = Lock(
+            prefix=prefix,
+            form="registry" if options.registry else "s3",
+            registry=options.registry,
+            pipelines=[],
+        )
+        # "pipeline/resource" -> (uri, commit, private key) of carried git resources, to read task files
+        self._git: dict[str, tuple[str, str, str | None]] = {}
+
+    # ------------------------------------------------------------------ artifacts -> lock entries
+
+    def _add(self, entry: Entry, user: str) -> Entry:
+        got = self.lock.entries.setdefault(entry.id, entry)
+        got.used_by.append(user)
+        return got
+
+    def image_entry(self, reference: str, tag: str | None, digest: str | None, user: str) -> Entry:
+        ident = self.r.image(reference, tag, digest)
+        if digest and ident.digest != digest and ident.index_digest != digest:
+            raise ConfigError(f"{user}: {reference}@{digest} resolved to {ident.digest}")
+        floating = digest is None and (tag in (None, "latest"))
+        if floating:
+            self.log(f"note: {user}: floating tag {ident.repository}:{tag or 'latest'} locked to {ident.digest}")
+        hexd = ident.digest.split(":", 1)[1]
+        s = slug(ident.repository)
+        dest = f"{self.o.prefix}images/{s}/{hexd}/"
+        entry = Entry(
+            kind="image",
+            id=f"image:{ident.repository}@{ident.digest}",
+            part=f"image-{s[:60]}-{hexd[:12]}",
+            destination=dest,
+            # With --registry the far side pushes the OCI archive; no rootfs tarball is carried.
+            keys={"oci": dest + OCI_FILE}
+            if self.o.registry
+            else {"rootfs": dest + ROOTFS_FILE, "oci": dest + OCI_FILE},
+            fields={
+                "repository": ident.repository,
+                "tag": ident.tag,
+                "index_digest": ident.index_digest,
+                "digest": ident.digest,
+                "platform": "linux/amd64",
+                "floating": floating,
+            },
+        )
+        return self._add(entry, user)
+
+    def git_entry(self, uri: str, commit: str, ref: str | None, credentials: dict[str, str], user: str) -> Entry:
+        if not _HEX40.match(commit):
+            raise ConfigError(f"{user}: {commit!r} is not a full commit id")
+        plain = _strip_userinfo(uri)
+        s = slug(plain)
+        dest = f"{self.o.prefix}git/{s}/{commit}/"
+        entry = Entry(
+            kind="git",
+            id=f"git:{plain}@{commit}",
+            part=f"git-{s[:60]}-{commit[:12]}",
+            destination=dest,
+            keys={"source": dest + GIT_FILE},
+            fields={"uri": plain, "ref": ref, "commit": commit, "credentials": credentials},
+        )
+        return self._add(entry, user)
+
+    def files_entry(
+        self, name: str, kind: str, version: str, files: list[FileIdentity], credentials: dict[str, str], user: str
+    ) -> Entry:
+        if not files:
+            raise ConfigError(f"{user}: no file to carry (check its globs and version)")
+        ident = hashlib.sha256(
+            "\n".join(f"{f.url} {f.sha256 or ''}" for f in sorted(files, key=lambda f: f.name)).encode()
+        ).hexdigest()
+        s = slug(name)
+        dest = f"{self.o.prefix}files/{s}/{slug(version, 40)}-{ident[:12]}/"
+        single = len(files) == 1
+        entry = Entry(
+            kind="file",
+            id=f"file:{name}@{ident[:16]}",
+            part=f"files-{s[:60]}-{ident[:12]}",
+            destination=dest,
+            keys={"file": dest + files[0].name} if single else {"archive": dest + FILES_ARCHIVE},
+            fields={
+                "source_type": kind,
+                "version": version,
+                "files": [
+                    {"name": f.name, "url": f.url, "size": f.size, "sha256": f.sha256}
+                    | ({"api_url": f.api_url} if f.api_url else {})
+                    for f in sorted(files, key=lambda f: f.name)
+                ],
+                "credentials": credentials,
+            },
+        )
+        return self._add(entry, user)
+
+    # ---------------------------------------------------------------------------- the rewrite
+
+    def s3_read(self, key: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``s3`` source and get ``version`` that read exactly the carried object ``key``.
+
+        The regexp matches that one key (its version is the key's folder: the digest, commit or
+        release id every destination ends with), because resource types have no ``version`` to pin:
+        only the regexp can hold them still. Keys are read below the publish target's prefix.
+        """
+        key = self.o.target_prefix + key
+        folder, _, name = key.rpartition("/")
+        head, _, capture = folder.rpartition("/")
+        p = self.o.s3_var_prefix
+        source = {
+            "bucket": f"(({p}bucket))",
+            "endpoint": f"(({p}endpoint))",
+            "region_name": f"(({p}region))",
+            "access_key_id": f"(({p}access_key_id))",
+            "secret_access_key": f"(({p}secret_access_key))",
+            "regexp": _escape(head + "/") + "(" + _escape(capture) + ")" + _escape("/" + name),
+        }
+        return source, {"path": key}
+
+    def image_resource_doc(self, entry: Entry) -> dict[str, Any]:
+        """``type``/``source`` (+ ``params``/``version`` for gets) reading ``entry``'s image on the far side."""
+        if self.o.registry:
+            repo = self.o.registry.rstrip("/") + "/" + entry.fields["repository"].split("/", 1)[1]
+            source: dict[str, Any] = {"repository": repo}
+            if entry.fields.get("tag"):
+                source["tag"] = entry.fields["tag"]
+            return {"type": "registry-image", "source": source, "version": {"digest": entry.fields["digest"]}}
+        s3, version = self.s3_read(entry.keys["rootfs"])
+        return {"type": "s3", "source": s3, "version": version, "params": {"unpack": True}}
+
+    def refuse(self, pipeline: str, what: str, why: str) -> None:
+        self.lock.refused.append({"pipeline": pipeline, "what": what, "why": why})
+        self.log(f"{'warning' if self.o.allow_unpinned else 'error'}: {pipeline}: {what}: {why}")
+
+    # -------------------------------------------------------------------------- one pipeline
+
+    def pin_pipeline(self, name: str, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"pipeline {name} must be a map")
+        self.lock.pipelines.append(name)
+        out = copy.deepcopy(raw)
+        types = {t.get("name"): t for t in out.get("resource_types") or [] if isinstance(t, dict)}
+        resources = {r.get("name"): r for r in out.get("resources") or [] if isinstance(r, dict)}
+        plan_of = {j.get("name"): j.get("plan") or [] for j in out.get("jobs") or [] if isinstance(j, dict)}
+
+        carried: dict[str, tuple[Entry, str]] = {}  # resource -> (entry, how: rootfs|file|archive|source)
+        for rname, res in sorted(resources.items()):
+            where = f"{name}: resources.{rname}"
+            rtype = res.get("type")
+            if rname in self.o.keep:
+                self.lock.kept.append({"pipeline": name, "resource": rname, "type": str(rtype), "why": "--keep"})
+                continue
+            if rtype in INTERNAL_TYPES:
+                self.lock.kept.append({"pipeline": name, "resource": rname, "type": rtype, "why": "reaches nothing"})
+                continue
+            puts = [s for plan in plan_of.values() for s in _steps(plan) if _put_resource(s) == rname]
+            if puts and rtype in IMAGE_TYPES | {"git", "github-release"} | FILE_TYPES:
+                self.refuse(name, f"resources.{rname}", "a put writes to it: its upstream is outside the air gap")
+                continue
+            source = self.vars.resolve(res.get("source") or {})
+            try:
+                entry = self._carry_resource(name, rname, rtype, res, source, plan_of)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if entry is None:
+                why = (
+                    "pivnet needs Broadcom's API; carry its files with the create pipeline's pivnet gets"
+                    if rtype == "pivnet"
+                    else f"type {rtype!r} is not one pin can carry (declare it internal with --keep {rname})"
+                )
+                self.refuse(name, f"resources.{rname}", why)
+                continue
+            carried[rname] = entry
+
+        # The rewrite of resources and of their gets.
+        for rname, (entry, how) in carried.items():
+            res = resources[rname]
+            kept = {k: res[k] for k in ("name", "icon", "tags", "public", "check_every") if k in res}
+            if entry.kind == "image" and self.o.registry:
+                doc = self.image_resource_doc(entry)
+                new = {**kept, "type": doc["type"], "source": doc["source"]}
+                get_version, get_params = doc["version"], None
+            else:
+                s3, get_version = self.s3_read(entry.keys[how])
+                new = {**kept, "type": "s3", "source": s3}
+                get_params = {"unpack": True} if how in ("rootfs", "source", "archive") else None
+            res.clear()
+            res.update(new)
+            oci_source, oci_version = self.s3_read(entry.keys["oci"]) if entry.kind == "image" else ({}, {})
+            oci_needed = False
+            for plan in plan_of.values():
+                for step in _steps(plan):
+                    if _get_resource(step) != rname:
+                        continue
+                    oci = entry.kind == "image" and (step.get("params") or {}).get("format") == "oci"
+                    if entry.kind == "image" and self.o.registry:
+                        step["version"] = dict(get_version)  # registry-image still: its params still apply
+                        continue
+                    step.pop("params", None)  # the old type's params mean nothing to s3
+                    if oci:
+                        oci_needed = True
+                        step["resource"] = rname + "-oci"
+                        step["version"] = dict(oci_version)
+                        continue
+                    step["version"] = dict(get_version)
+                    if get_params:
+                        step["params"] = dict(get_params)
+            if oci_needed:
+                out.setdefault("resources", []).append({"name": rname + "-oci", "type": "s3", "source": oci_source})
+
+        # Task images: inline configs and task files.
+        extra_images: dict[str, Entry] = {}
+        for jname, plan in plan_of.items():
+            aliases = _get_aliases(plan)
+            for step in list(_steps(plan)):
+                if "task" not in step:
+                    continue
+                what = f"jobs.{jname}.task:{step['task']}"
+                if step.get("image"):
+                    continue  # an artifact of the plan; its resource is rewritten above
+                if isinstance(step.get("config"), dict):
+                    config = step["config"]
+                    entry = self._task_image(config.get("image_resource"), step, name, what)
+                    if entry is not None:
+                        config["image_resource"] = self.image_resource_doc(entry)
+                elif step.get("file"):
+                    entry = self._task_file_image(name, step, aliases, what)
+                    if entry is not None:
+                        # A task file travels inside its repository's tarball, unchanged: the step's
+                        # `image:` (which wins over the file's image_resource) points at the carried copy.
+                        rname = self._image_resource_name(entry, resources, extra_images)
+                        extra_images[rname] = entry
+                        task = dict(step)
+                        step.clear()
+                        step["do"] = [{"get": rname, "version": None}, {**task, "image": rname}]
+        for rname, entry in sorted(extra_images.items()):
+            doc = self.image_resource_doc(entry)
+            out.setdefault("resources", []).append({"name": rname, "type": doc["type"], "source": doc["source"]})
+            for plan in plan_of.values():
+                for step in _steps(plan):
+                    if step.get("get") == rname and "version" in step and step["version"] is None:
+                        step["version"] = doc["version"]
+                        if doc.get("params"):
+                            step["params"] = dict(doc["params"])
+
+        # Resource types: the ones still used are carried; the ones no longer used are dropped.
+        used_types = {r.get("type") for r in out.get("resources") or [] if isinstance(r, dict)}
+        used_types |= {t.get("type") for t in types.values()}
+        new_types = []
+        for tname, t in sorted(types.items()):
+            if tname not in used_types:
+                self.log(f"note: {name}: resource_types.{tname} is no longer used (its resources are carried); dropped")
+                continue
+            ttype = t.get("type")
+            where = f"{name}: resource_types.{tname}"
+            if ttype not in IMAGE_TYPES:
+                self.refuse(name, f"resource_types.{tname}", f"its image comes from a {ttype!r} resource")
+                new_types.append(t)
+                continue
+            source = self.vars.resolve(t.get("source") or {})
+            try:
+                repo = needs(source.get("repository"), "source.repository")
+                tag = source.get("tag")
+                tag = needs(str(tag), "source.tag") if tag is not None else None
+                entry = self.image_entry(repo, tag, None, f"{name}: resource_types.{tname}")
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            doc = self.image_resource_doc(entry)
+            kept = {k: t[k] for k in ("name", "privileged", "defaults", "check_every", "tags") if k in t}
+            new_t = {**kept, "type": doc["type"], "source": doc["source"]}
+            if doc.get("params"):
+                new_t["params"] = doc["params"]
+            new_types.append(new_t)
+        if "resource_types" in out or new_types:
+            out["resource_types"] = new_types
+            if not new_types:
+                del out["resource_types"]
+        return out
+
+    def _carry_resource(
+        self,
+        pipeline: str,
+        rname: str,
+        rtype: Any,
+        raw: Mapping[str, Any],
+        source: Mapping[str, Any],
+        plan_of: Mapping[str, Any],
+    ) -> tuple[Entry, str] | None:
+        user = f"{pipeline}: resources.{rname}"
+        version = raw.get("version") if isinstance(raw.get("version"), dict) else {}
+        version = self.vars.resolve(version)
+        if rtype in IMAGE_TYPES:
+            repo = needs(source.get("repository"), "source.repository")
+            tag = source.get("tag")
+            tag = needs(str(tag), "source.tag") if tag is not None else None
+            digest = version.get("digest")
+            return self.image_entry(repo, tag, digest, user), "rootfs"
+        if rtype == "git":
+            uri = needs(source.get("uri"), "source.uri")
+            if source.get("tag_filter") or source.get("tag_regex"):
+                raise ConfigError("a git resource following tags cannot be pinned by pin; give it version: {ref: …}")
+            key = source.get("private_key") if isinstance(source.get("private_key"), str) else None
+            ref = source.get("branch")
+            ref = needs(str(ref), "source.branch") if ref is not None else None
+            commit = needs(version["ref"], "version.ref") if version.get("ref") else self.r.git_commit(uri, ref, key)
+            creds = credential_refs(raw.get("source") or {}, user, self.log)
+            entry = self.git_entry(uri, commit, None if version.get("ref") else ref, creds, user)
+            self._git[f"{pipeline}/{rname}"] = (uri, entry.fields["commit"], key)
+            return entry, "source"
+        if rtype == "github-release":
+            globs = _get_globs(plan_of, rname)
+            tag, assets = self.r.github_release(source, version.get("tag"))
+            chosen = [a for a in assets if not globs or any(fnmatch.fnmatchcase(a.name, g) for g in globs)]
+            creds = credential_refs(raw.get("source") or {}, user, self.log)
+            entry = self.files_entry(rname, "github-release", tag, chosen, creds, user)
+            return entry, "file" if "file" in entry.keys else "archive"
+        if rtype in FILE_TYPES:
+            url = needs(source.get("url") or source.get("uri"), "source.url")
+            sha = source.get("sha256")
+            name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "file"
+            entry = self.files_entry(rname, str(rtype), sha or "url", [FileIdentity(name, url, None, sha)], {}, user)
+            return entry, "file"
+        return None
+
+    def _task_image(self, ir: Any, step: Mapping[str, Any], pipeline: str, what: str) -> Entry | None:
+        """The entry of a task's ``image_resource`` (inline or from its file); None when refused."""
+        if not isinstance(ir, dict):
+            return None
+        if ir.get("type") not in IMAGE_TYPES:
+            self.refuse(pipeline, what, f"image_resource of type {ir.get('type')!r}")
+            return None
+        # A task file's ((vars)) come from the step's vars first, then the pipeline's.
+        vars_ = self.vars.with_values(self.vars.resolve(_str_map(step.get("vars"))))
+        source = vars_.resolve(ir.get("source") or {})
+        try:
+            repo = needs(source.get("repository"), "image_resource.source.repository")
+            tag = source.get("tag")
+            tag = needs(str(tag), "image_resource.source.tag") if tag is not None else None
+            digest = (vars_.resolve(ir.get("version") or {}) or {}).get("digest")
+            return self.image_entry(repo, tag, digest, f"{pipeline}: {what}")
+        except ConfigError as e:
+            raise ConfigError(f"{pipeline}: {what}: {e}") from None
+
+    def _task_file_image(
+        self, pipeline: str, step: dict[str, Any], aliases: Mapping[str, str], what: str
+    ) -> Entry | None:
+        path = str(self.vars.resolve(step["file"]))
+        artifact, _, inner = path.partition("/")
+        git = self._git.get(f"{pipeline}/{aliases.get(artifact, artifact)}")
+        if git is None or not inner:
+            self.refuse(pipeline, what, f"its file {path} is not in a carried git resource: its image is unknown")
+            return None
+        uri, commit, key = git
+        try:
+            task = yaml.safe_load(self.r.git_file(uri, commit, inner, key).decode("utf-8"))
+        except (BundleError, UnicodeDecodeError, yaml.YAMLError) as e:
+            self.refuse(pipeline, what, f"cannot read its task file {path}: {e}")
+            return None
+        if not isinstance(task, dict) or "image_resource" not in task:
+            self.refuse(pipeline, what, f"its task file {path} has no image_resource (and the step no image:)")
+            return None
+        return self._task_image(task["image_resource"], step, pipeline, f"{what} ({path})")
+
+    def _image_resource_name(self, entry: Entry, resources: Mapping[str, Any], taken: Mapping[str, Entry]) -> str:
+        base = "offline-image-" + slug(entry.fields["repository"].rsplit("/", 1)[-1], 40)
+        base += "-" + entry.fields["digest"].split(":", 1)[1][:8]
+        for rname, e in taken.items():
+            if e.id == entry.id:
+                return rname
+        name, n = base, 2
+        while name in resources or name in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def pin(self, pipelines: Mapping[str, Any]) -> PinResult:
+        out = {name: self.pin_pipeline(name, doc) for name, doc in sorted(pipelines.items())}
+        if self.lock.refused and not self.o.allow_unpinned:
+            names = ", ".join(f"{r['pipeline']}: {r['what']}" for r in self.lock.refused)
+            raise PinError(f"{len(self.lock.refused)} thing(s) cannot be carried: {names} (or pass --allow-unpinned)")
+        return PinResult(self.lock, out)
+
+
+def _get_resource(step: Mapping[str, Any]) -> str | None:
+    if "get" not in step:
+        return None
+    return step.get("resource") or step["get"]
+
+
+def _put_resource(step: Mapping[str, Any]) -> str | None:
+    if "put" not in step:
+        return None
+    return step.get("resource") or step["put"]
+
+
+def _get_aliases(plan: Any) -> dict[str, str]:
+    return {s["get"]: s.get("resource") or s["get"] for s in _steps(plan) if "get" in s}
+
+
+def _get_globs(plan_of: Mapping[str, Any], rname: str) -> list[str]:
+    globs: list[str] = []
+    for plan in plan_of.values():
+        for s in _steps(plan):
+            if _get_resource(s) == rname:
+                g = (s.get("params") or {}).get("globs")
+                if g is None:
+                    return []  # one get takes every asset
+                globs.extend(str(x) for x in g)
+    return sorted(set(globs))
+
+
+def _str_map(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _escape(text: str) -> str:
+    """Only the characters that are special in Go's RE2 (the s3 resource's regexp), so keys stay readable."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No ``&id001`` anchors: a pipeline read by people (and by fly) has every value written out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _dump(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, width=1000, default_flow_style=False)
+
+
+def _strip_userinfo(uri: str) -> str:
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", uri)
+
+
+# ------------------------------------------------------------------------------------ entry point
+
+
+def pin_files(
+    paths: list[str],
+    out_dir: str,
+    *,
+    vars_files: list[str],
+    options: PinOptions,
+    resolvers: Resolvers,
+    log: Log,
+) -> PinResult:
+    """Read pipelines, pin them, write ``out_dir/offline.lock.yml`` and the rewritten pipelines."""
+    from offline_bundle.lint.pipeline import load_params
+
+    if not paths:
+        raise ConfigError("give at least one pipeline file")
+    docs: dict[str, Any] = {}
+    for p in paths:
+        base = os.path.basename(p)
+        if base in docs or base == LOCK_NAME:
+            raise ConfigError(f"two pipelines named {base} (or one named like the lock): rename one")
+        docs[base] = load_yaml(p, "pipeline")
+    vars_ = Vars(load_params(vars_files) if vars_files else {})
+    result = Pinner(resolvers, options, vars_, log).pin(docs)
+    os.makedirs(out_dir, exist_ok=True)
+    for base, doc in result.pipelines.items():
+        _write_atomic(os.path.join(out_dir, base), _dump(doc))
+    _write_atomic(os.path.join(out_dir, LOCK_NAME), result.lock.to_yaml())
+    return result
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)

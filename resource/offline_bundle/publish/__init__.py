@@ -1,0 +1,1 @@
+"""Exploded parts -> ordinary objects in the air-gapped store."""

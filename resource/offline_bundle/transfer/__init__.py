@@ -1,0 +1,1 @@
+"""Carrying bundles across the gap: media pieces, export/import, mirror."""
