@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from offline_bundle.cli.publish import load_target
 from offline_bundle.core.config import parse_source
 from offline_bundle.core.manifest import Encryption, FileEntry, Manifest, Part, Payload
 from offline_bundle.errors import ConfigError
-from offline_bundle.publish.objects import PublishResult, load_target, plan_keys, select_parts
+from offline_bundle.publish.objects import PublishResult, plan_keys, select_parts
 
 SHA = "0" * 64
 

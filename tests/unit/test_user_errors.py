@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 
-from offline_bundle.cli.main import load_config, public_key_path, read_yaml
-from offline_bundle.concourse.protocol import EXIT_FAILURE, EXIT_INTERNAL, failure_exit
+from offline_bundle.cli.common import load_config, read_yaml
+from offline_bundle.cli.keys import public_key_path
 from offline_bundle.core.versions import nearest
 from offline_bundle.errors import (
     AccessDeniedError,
@@ -22,6 +22,7 @@ from offline_bundle.errors import (
     StoreUnreachableError,
     path_error,
 )
+from offline_bundle.runtime import EXIT_FAILURE, EXIT_INTERNAL, failure_exit
 from offline_bundle.storage import store
 
 

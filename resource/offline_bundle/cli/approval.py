@@ -11,8 +11,6 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from offline_bundle import openpgp
 from offline_bundle.bundle.approvals import (
@@ -29,14 +27,13 @@ from offline_bundle.bundle.approvals import (
 from offline_bundle.bundle.commit import Trusted, committed_versions, read_commit
 from offline_bundle.bundle.diff import diff_manifests, to_json_text, to_text
 from offline_bundle.bundle.records import write_record
-from offline_bundle.cli.helptext import add_command, add_verbose
-from offline_bundle.concourse.protocol import Redactor
+from offline_bundle.cli.common import source_from, store_for
+from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config
 from offline_bundle.core.config import Source
+from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
 from offline_bundle.errors import BundleError, ConfigError
 from offline_bundle.storage.store import Store
-
-Log = Callable[[str], None]
 
 
 def base_version(source: Source, store: Store, version: str) -> str | None:
@@ -63,7 +60,6 @@ def base_version(source: Source, store: Store, version: str) -> str | None:
 
 
 def _source_and_store(args: argparse.Namespace, redact: Redactor) -> tuple[Source, Store]:
-    from offline_bundle.cli.main import source_from, store_for
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
@@ -185,7 +181,7 @@ def cmd_approve(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     return 0
 
 
-def register(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     """Add ``diff`` and ``approve`` to the ``offline-bundle`` command line."""
     sp = add_command(
         sub,

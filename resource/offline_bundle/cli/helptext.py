@@ -8,11 +8,12 @@ description or an example (a test walks them all).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+Subcommands = argparse._SubParsersAction  # argparse's own name for what add_subparsers returns
 
 
 def add_command(
-    sub: Any, name: str, summary: str, examples: list[str], *, details: str = ""
+    sub: Subcommands[argparse.ArgumentParser], name: str, summary: str, examples: list[str], *, details: str = ""
 ) -> argparse.ArgumentParser:
     """A subcommand: ``summary`` is its line in ``offline-bundle --help`` and opens its own ``--help``
     (``details``, already wrapped, follow); ``examples`` close it, one command line each (a line
@@ -20,7 +21,7 @@ def add_command(
     description = summary[:1].upper() + summary[1:] + "."
     if details:
         description += "\n\n" + details.strip("\n")
-    return sub.add_parser(  # type: ignore[no-any-return]
+    return sub.add_parser(
         name,
         help=summary,
         description=description,
@@ -37,3 +38,18 @@ def add_verbose(sp: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after each transfer record's summary line on stderr, print the record itself (JSON)",
     )
+
+
+def with_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file of source keys (OFFLINE_BUNDLE_<KEY> variables override)",
+    )
+
+
+def with_read(sp: argparse.ArgumentParser) -> None:
+    """The options of every command that reads a bundle: its store, a folder instead, a version."""
+    with_config(sp)
+    sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
+    sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")

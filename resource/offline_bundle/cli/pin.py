@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from offline_bundle.cli.helptext import add_command
-from offline_bundle.concourse.protocol import Redactor
+from offline_bundle.cli.helptext import Subcommands, add_command
+from offline_bundle.core.log import Log, Redactor
 from offline_bundle.errors import ConfigError
-
-Log = Callable[[str], None]
+from offline_bundle.lint.pipeline import load_params
+from offline_bundle.offline.fetch import FetchOptions, fetch_lock, parse_part_spec
+from offline_bundle.offline.oci import RegistryClient, publish_images
+from offline_bundle.offline.pin import LiveResolvers, PinOptions, Vars, load_lock, pin_files
 
 
 def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.offline.pin import LiveResolvers, PinOptions, pin_files
 
     options = PinOptions(
         prefix=args.prefix,
@@ -44,9 +44,6 @@ def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.lint.pipeline import load_params
-    from offline_bundle.offline.fetch import FetchOptions, fetch_lock, parse_part_spec
-    from offline_bundle.offline.pin import Vars, load_lock
 
     values = load_params(args.vars) if args.vars else {}
     # The values the lock's credentials name are secrets: never printed, whatever prints them.
@@ -67,7 +64,6 @@ def cmd_fetch(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_publish_images(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.offline.oci import RegistryClient, publish_images
 
     folder = Path(args.exploded_dir)
     if not folder.is_dir():
@@ -80,7 +76,7 @@ def cmd_publish_images(args: argparse.Namespace, log: Log, redact: Redactor) -> 
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "pin",

@@ -11,18 +11,20 @@ import argparse
 import contextlib
 import json
 import os
-from collections.abc import Callable
-from typing import Any
 
-from offline_bundle.cli.helptext import add_command, add_verbose
-from offline_bundle.concourse.protocol import Redactor
+from offline_bundle.bundle.commit import COMMIT_NAME
+from offline_bundle.bundle.records import describe, list_records
+from offline_bundle.cli.common import existing_folder, load_config, source_from
+from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config
 from offline_bundle.core.config import Source, parse_source
+from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
 from offline_bundle.errors import ConfigError
 from offline_bundle.storage.store import S3Store
+from offline_bundle.transfer.media import Exporter, Importer
+from offline_bundle.transfer.mirror import Mirror
 from offline_bundle.transfer.pieces import DEFAULT_PIECE, MediumStore, parse_size
 
-Log = Callable[[str], None]
 # Variables that are not source keys and so may stay set while mirror reads only its two files.
 _NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES")
 # FAT32's largest file. Media for an air gap are often FAT32 sticks; the size is allowed (exFAT,
@@ -35,8 +37,6 @@ def _version(value: str | None, what: str) -> str | None:
 
 
 def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.cli.main import source_from
-    from offline_bundle.transfer.media import Exporter
 
     source = source_from(args)
     redact.add(source.secret_values())
@@ -66,7 +66,6 @@ def _prefixes_on_medium(root: str, name: str) -> set[str]:
 
     Links on the medium are never followed; payload and record folders are not searched.
     """
-    from offline_bundle.bundle.commit import COMMIT_NAME
 
     found: set[str] = set()
     for dirpath, dirnames, _files in os.walk(root):
@@ -111,8 +110,6 @@ def _medium_prefix(args: argparse.Namespace, source: Source, log: Log) -> str | 
 
 
 def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.cli.main import existing_folder, source_from
-    from offline_bundle.transfer.media import Importer
 
     source = source_from(args)
     redact.add(source.secret_values())
@@ -133,7 +130,6 @@ def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 def _mirror_source(path: str, what: str) -> Source:
     """One of mirror's two configs: only its file counts (a variable could not say which side it meant)."""
-    from offline_bundle.cli.main import load_config
 
     stray = sorted(k for k in os.environ if k.startswith("OFFLINE_BUNDLE_") and k not in _NOT_SOURCE_VARIABLES)
     if stray:
@@ -142,7 +138,6 @@ def _mirror_source(path: str, what: str) -> Source:
 
 
 def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.transfer.mirror import Mirror
 
     src = _mirror_source(args.from_config, "from-config")
     dst = _mirror_source(args.to_config, "to-config")
@@ -162,8 +157,6 @@ def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    from offline_bundle.bundle.records import describe, list_records
-    from offline_bundle.cli.main import existing_folder, source_from
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
@@ -181,7 +174,7 @@ def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     return 0
 
 
-def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     """Register export, import, mirror and records on the ``offline-bundle`` subparsers."""
     sp = add_command(
         sub,

@@ -15,7 +15,6 @@ for; this module only needs the parsed YAML.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from offline_bundle.core.yamlfile import StrictLoader, load_yaml
 from offline_bundle.errors import BundleError, ConfigError
 
 # The resource types a Linux worker ships with (Concourse 7 and 8): usable without resource_types.
@@ -86,41 +86,6 @@ class Report:
     notes: list[Problem]
     doc: Any
     placeholders: list[Problem] = dataclasses.field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------------------- loading
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one map, as Concourse's strict YAML parser does."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice in one map", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: str, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except OSError as e:
-        raise ConfigError(f"{what} {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or e.__class__.__name__
-        raise ConfigError(f"{what} {path} is not valid YAML{at}: {problem}") from None
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -451,7 +416,7 @@ def placeholders(path: str) -> list[Problem]:
     may be half a secret)."""
     try:
         with open(path, encoding="utf-8") as f:
-            root = yaml.compose(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+            root = yaml.compose(f, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except (OSError, yaml.YAMLError):
         return []  # load_params has already read it; an unreadable file was reported there
     out: list[Problem] = []
@@ -505,57 +470,3 @@ def lint_file(path: str, params_paths: list[str] | None = None) -> tuple[str, li
     """Kind, every problem (placeholders included) and the parsed document."""
     report = lint_paths(path, params_paths)
     return report.kind, report.problems + report.placeholders, report.doc
-
-
-def cmd_lint(args: argparse.Namespace, log: Any, redact: Any) -> int:
-    report = lint_paths(args.file, args.params)
-    kind, doc = report.kind, report.doc
-    for p in report.problems:
-        print(f"{args.file}: {p}")
-    for p in report.placeholders:
-        print(p)  # located in its vars file already
-    for n in report.notes:
-        print(f"{args.file}: note: {n}")
-    if report.problems or report.placeholders:
-        why = [f"{len(report.problems)} that Concourse would refuse"] if report.problems else []
-        why += [f"{len(report.placeholders)} placeholder(s) left in the vars files"] if report.placeholders else []
-        total = len(report.problems) + len(report.placeholders)
-        raise LintError(f"{args.file}: {total} problem(s): {'; '.join(why)}")
-    if kind == "task":
-        print(f"{args.file}: OK (task)")
-    else:
-        counts = ", ".join(
-            f"{len(doc.get(k) or [])} {k.replace('_', ' ')}" for k in ("jobs", "resources", "resource_types")
-        )
-        checked = ""
-        if args.params and report.notes:
-            checked = f"; {len(report.notes)} ((var))(s) left to the credential manager"
-        elif args.params:
-            checked = "; every ((var)) is defined in the params"
-        print(f"{args.file}: OK ({counts}{checked})")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``lint-pipeline`` to the ``offline-bundle`` command line."""
-    from offline_bundle.cli.helptext import add_command
-
-    sp = add_command(
-        sub,
-        "lint-pipeline",
-        "check a pipeline (or task) file the way set-pipeline would, and its vars files for placeholders",
-        ["offline-bundle lint-pipeline pipelines/unpack-pcf-pipelines-combined.yml --params my-params.yml"],
-        details=(
-            "Exit status 1 when Concourse would refuse the pipeline or a vars file still holds a\n"
-            "placeholder (CHANGEME, <...>, TODO, an all-zero digest). A ((var)) no vars file defines is\n"
-            "a note: the credential manager must hold it."
-        ),
-    )
-    sp.add_argument(
-        "--params",
-        action="append",
-        metavar="FILE",
-        help="a vars file the pipeline is set with (repeat for more, later ones win, as fly -l)",
-    )
-    sp.add_argument("file", metavar="FILE")
-    sp.set_defaults(func=cmd_lint)

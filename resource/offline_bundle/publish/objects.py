@@ -21,7 +21,6 @@ those are reported and not published. Modes and mtimes are not kept (objects hav
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import stat
@@ -30,16 +29,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from offline_bundle.bundle.approvals import NotApproved
 from offline_bundle.bundle.archive import CHUNK
-from offline_bundle.concourse.protocol import Redactor
-from offline_bundle.core.config import S3_KEYS, InParams, Source, parse_source
+from offline_bundle.bundle.commit import read_commit
+from offline_bundle.bundle.records import write_record
+from offline_bundle.bundle.unpack import Unpacker
+from offline_bundle.core.config import InParams, Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import FileEntry, Manifest, Part, parse_manifest
-from offline_bundle.core.names import check_part_name
 from offline_bundle.core.progress import Progress, human
 from offline_bundle.errors import BundleError, ConfigError, VerificationError
 from offline_bundle.storage.store import (
     DEFAULT_MEMORY_BUDGET,
     MIN_PART,
+    S3Store,
     Store,
     _s3_error,
     _Uploader,
@@ -48,16 +51,11 @@ from offline_bundle.storage.store import (
     make_s3_client,
 )
 
-Log = Callable[[str], None]
 SHA256_METADATA = "sha256"  # S3 returns user metadata keys lower-cased, without the x-amz-meta- prefix
 SINGLE_PUT_LIMIT = MIN_PART  # above this a file goes up as a multipart upload
 DEFAULT_JOBS = 4
 MAX_JOBS = 32
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
-TARGET_ENV_PREFIX = "OFFLINE_BUNDLE_TARGET_"
-SOURCE_ENV_PREFIX = "OFFLINE_BUNDLE_"
-_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-_BOOL_KEYS = {"use_path_style", "disable_ssl", "skip_ssl_verification"}
 
 
 class PublishError(BundleError):
@@ -529,9 +527,6 @@ def record_publish(
     """
     from dataclasses import replace
 
-    from offline_bundle.bundle.records import write_record
-    from offline_bundle.storage.store import S3Store
-
     where = replace(target, name=manifest.name)
     try:
         store: Store | None = S3Store(where)
@@ -638,9 +633,6 @@ def publish_from_bundle(
     log: Log,
 ) -> PublishResult:
     """Verify ``version`` as ``in`` does and publish its files as they stream; no local copy."""
-    from offline_bundle.bundle.approvals import NotApproved
-    from offline_bundle.bundle.commit import read_commit
-    from offline_bundle.bundle.unpack import Unpacker
 
     trusted = read_commit(source, store, version)  # the signature, before anything else is believed
     manifest = trusted.manifest
@@ -671,143 +663,3 @@ def publish_from_bundle(
         sink.close()
     record_publish(target, manifest, [p.name for p in parts], result, signer=trusted.signer, signature=None, log=log)
     return result
-
-
-# ------------------------------------------------------------------------------------- command line
-
-
-def _bool_word(name: str, value: str) -> bool:
-    word = value.strip().lower()
-    if word not in _BOOL_WORDS:
-        raise ConfigError(f"{name} must be true or false")
-    return _BOOL_WORDS[word]
-
-
-def load_target(path: str | None, env: dict[str, str]) -> Source:
-    """The target: S3 keys from ``--target`` (YAML), ``OFFLINE_BUNDLE_TARGET_<KEY>`` variables over it."""
-    from offline_bundle.cli.main import load_config
-
-    raw = load_config(path, {}) if path else {}
-    unknown = sorted(
-        k for k in env if k.startswith(TARGET_ENV_PREFIX) and k[len(TARGET_ENV_PREFIX) :].lower() not in S3_KEYS
-    )
-    if unknown:
-        raise ConfigError(
-            f"unknown variable {', '.join(unknown)}; valid: {TARGET_ENV_PREFIX}<KEY> for {', '.join(S3_KEYS)}"
-        )
-    for key in S3_KEYS:
-        name = TARGET_ENV_PREFIX + key.upper()
-        value = env.get(name)
-        if value is None or value == "":
-            continue  # an empty variable is absent, as a null in YAML (task params that were left unset)
-        raw[key] = _bool_word(name, value) if key in _BOOL_KEYS else value
-    if "bucket" not in raw:
-        raise ConfigError(f"the publish target needs a bucket: give --target TARGET.yml or {TARGET_ENV_PREFIX}BUCKET")
-    return parse_source(raw, where="target", s3_only=True)
-
-
-def load_bundle_source(args: argparse.Namespace, env: dict[str, str]) -> Source:
-    """The bundle's store, as every other command reads it (``--from-config`` + ``OFFLINE_BUNDLE_<KEY>``)."""
-    from offline_bundle.cli.main import LOCAL_BUCKET, load_config
-
-    bundle_env = {k: v for k, v in env.items() if not k.startswith(TARGET_ENV_PREFIX)}
-    raw = load_config(args.from_config, bundle_env)
-    if args.from_dir:
-        raw.setdefault("bucket", LOCAL_BUCKET)
-    return parse_source(raw, where="config")
-
-
-def cmd_publish(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    env = dict(os.environ)
-    target = load_target(args.config, env)
-    redact.add(target.secret_values())
-    only = tuple(check_part_name(p) for p in args.part or ())
-    skip = tuple(check_part_name(p) for p in args.skip_part or ())
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise ConfigError(f"--jobs must be between 1 and {MAX_JOBS}")
-    from_bundle = args.from_config or args.from_dir or args.version
-    if args.exploded_dir and from_bundle:
-        raise ConfigError("give either EXPLODED_DIR or a bundle (--from-config/--from-dir/--version), not both")
-    if args.exploded_dir:
-        ignored = sorted(
-            k
-            for k in env
-            if k.startswith(SOURCE_ENV_PREFIX) and not k.startswith(TARGET_ENV_PREFIX) and k != "OFFLINE_BUNDLE_DEBUG"
-        )
-        if ignored:
-            log(
-                f"note: {', '.join(ignored)} describe a bundle's store and are not used when publishing a folder; "
-                f"the target takes {TARGET_ENV_PREFIX}<KEY>"
-            )
-        result = publish_exploded(
-            args.exploded_dir, target, overwrite=args.overwrite, jobs=args.jobs, only=only, skip=skip, log=log
-        )
-    else:
-        from offline_bundle.cli.main import store_for
-
-        has_env = any(k.startswith(SOURCE_ENV_PREFIX) and not k.startswith(TARGET_ENV_PREFIX) for k in env)
-        if not (args.from_config or args.from_dir or has_env):
-            raise ConfigError(
-                "nothing to publish: give EXPLODED_DIR, or a bundle with --from-config SOURCE.yml "
-                "(or OFFLINE_BUNDLE_<KEY> variables) or --from-dir DIR, and --version"
-            )
-        source = load_bundle_source(args, env)
-        redact.add(source.secret_values())
-        store = store_for(source, args.from_dir)
-        from offline_bundle.bundle.commit import latest_version
-
-        version = args.version or latest_version(source, store, log)
-        result = publish_from_bundle(
-            source, store, version, target, overwrite=args.overwrite, only=only, skip=skip, log=log
-        )
-    for line in result.summary():
-        print(line)
-    if result.failures:
-        raise PublishError(
-            f"{len(result.failures)} file(s) not published, e.g. {result.failures[0]} (every one is logged above)"
-        )
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``publish`` to the ``offline-bundle`` command line."""
-    from offline_bundle.cli.helptext import add_command, add_verbose
-
-    sp = add_command(
-        sub,
-        "publish",
-        "upload each part's files under its destination in a target bucket (from a folder or a bundle)",
-        [
-            "# a folder a get or `unpack` wrote",
-            "offline-bundle publish --target products.yml ./exploded",
-            "# straight from the bundle's store: verified as `in` verifies it, nothing on disk",
-            "offline-bundle publish --from-config airgapped.yml --version 1.0.0 --target products.yml",
-        ],
-        details=(
-            "Each file goes to <target prefix><part destination><path> in the TARGET store (where install\n"
-            "pipelines read products), given by --target TARGET.yml and OFFLINE_BUNDLE_TARGET_<KEY>\n"
-            "variables (S3 keys only). The bundle is EXPLODED_DIR, or the store of --from-config /\n"
-            "OFFLINE_BUNDLE_<KEY> / --from-dir. Same key and bytes: skipped; other bytes: an error\n"
-            "unless --overwrite."
-        ),
-    )
-    sp.add_argument(
-        "--target",
-        "--config",
-        dest="config",
-        metavar="TARGET.yml",
-        help="the TARGET store's config, not the bundle's: YAML of S3 keys (bucket, prefix, endpoint, ...); "
-        "--config is the same option",
-    )
-    sp.add_argument("--overwrite", action="store_true", help="replace objects that hold other bytes")
-    sp.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help=f"files uploaded at once (default {DEFAULT_JOBS})")
-    sp.add_argument("--part", action="append", metavar="NAME", help="publish only this part (repeat for more)")
-    sp.add_argument("--skip-part", action="append", metavar="NAME", help="do not publish this part (repeat for more)")
-    sp.add_argument(
-        "--from-config", metavar="SOURCE.yml", help="the bundle's source keys (OFFLINE_BUNDLE_<KEY> override)"
-    )
-    sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
-    sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
-    sp.add_argument("exploded_dir", nargs="?", metavar="EXPLODED_DIR")
-    add_verbose(sp)
-    sp.set_defaults(func=cmd_publish)
