@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from offline_bundle.offline.oci import (
     parse_image_ref,
     publish_images,
 )
+from tests.support.needs import require
 from tests.support.registry import (
     REGISTRY_BIN,
+    SKOPEO,
     BearerProxy,
     RegistryServer,
     TestImage,
@@ -44,7 +47,14 @@ from tests.support.registry import (
 )
 from tests.support.tls import make_ca
 
-pytestmark = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="docker-registry is not installed")
+
+@pytest.fixture(autouse=True)
+def _real_registry_and_skopeo() -> None:
+    require(
+        REGISTRY_BIN.exists() and shutil.which(SKOPEO) is not None,
+        "docker-registry or skopeo is not installed",
+        fix="make install runs scripts/install-system-deps.sh",
+    )
 
 
 @pytest.fixture(scope="session")

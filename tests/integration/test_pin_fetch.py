@@ -33,8 +33,10 @@ from tests.support.cli import run_cli
 from tests.support.gitrepo import GitRepo
 from tests.support.gpgkeys import GpgKeys
 from tests.support.https_server import HttpsFileServer
+from tests.support.needs import require
 from tests.support.registry import (
     REGISTRY_BIN,
+    SKOPEO,
     RegistryServer,
     file,
     gzip_layer,
@@ -47,7 +49,15 @@ from tests.support.schema import load_schema, schema_errors
 from tests.support.seaweed import SeaweedServer, new_bucket_name
 from tests.support.sides import Sides
 
-pytestmark = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="docker-registry is not installed")
+
+@pytest.fixture(autouse=True)
+def _real_registry_and_skopeo() -> None:
+    require(
+        REGISTRY_BIN.exists() and shutil.which(SKOPEO) is not None,
+        "docker-registry or skopeo is not installed",
+        fix="make install runs scripts/install-system-deps.sh",
+    )
+
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "pin"
 PIPELINE = DATA / "install-pcf.yml"
