@@ -72,6 +72,16 @@ def render(doc: dict[str, Any], when: str) -> str:
     if "check_during_put" in doc:
         f = doc["check_during_put"]
         lines.append(f"| `check` during a put | {f['checks']} checks, never half a version |")
+    if "check_300_versions" in doc:
+        f = doc["check_300_versions"]
+        lines += [
+            "",
+            f"| `check` over {f['versions']} versions (median of {f['runs']}) | latest | from the middle |",
+            "|---|---|---|",
+            f"| clean | {f['latest_s']} s | {f['from_middle_s']} s |",
+            f"| with {f['junk']} junk objects a carrier added | {f['latest_with_junk_s']} s | "
+            f"{f['from_middle_with_junk_s']} s |",
+        ]
     if "scale_8gib" in doc:
         s = doc["scale_8gib"]
         lines += [
