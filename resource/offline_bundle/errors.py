@@ -55,6 +55,14 @@ class AccessDeniedError(StoreError):
     """The credentials may not perform an operation (read-only credentials on a put, say)."""
 
 
+class AlreadyExistsError(StoreError):
+    """A write that must not replace anything found an object at its key (a version put twice).
+
+    Its own type so that callers tell "someone was first" from a failing store without reading
+    the message.
+    """
+
+
 # What to do about an OSError, by errno; the fallback is the operating system's own words.
 _OS_ERROR_HINTS = {
     errno.EROFS: "the file system is read-only: give a writable folder",

@@ -70,10 +70,10 @@ def test_out_uploads_each_payload_to_its_final_key_with_no_copy(sides: Sides, tm
     no CopyObject, no UploadPartCopy, no object but the payloads and the commit object."""
     from offline_bundle.bundle.pack import Packer
     from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
-    from offline_bundle.storage.store import S3Store
+    from offline_bundle.storage.s3.store import S3Store
 
     source = parse_source(sides.put_source)
-    store = S3Store(source)
+    store = S3Store.from_source(source)
     calls: Counter[str] = Counter()
     keys_written: list[str] = []
 
@@ -110,7 +110,8 @@ def test_a_put_that_fails_in_its_second_part_leaves_no_payload_and_no_upload(sid
     from offline_bundle.bundle.pack import Packer
     from offline_bundle.core.config import BuildInfo, OutParams, PartSpec, parse_source
     from offline_bundle.errors import StoreError
-    from offline_bundle.storage.store import BlobWriter, S3Store
+    from offline_bundle.storage.base import BlobWriter
+    from offline_bundle.storage.s3.store import S3Store
 
     class FailingStore(S3Store):
         """A real store whose second payload writer dies after its first multipart part."""
@@ -136,7 +137,7 @@ def test_a_put_that_fails_in_its_second_part_leaves_no_payload_and_no_upload(sid
     build = build_tree(tmp_path / "build")
     params = OutParams(parts=(PartSpec("small", "small", "small/"), PartSpec("big", "big", "big/")), version="1")
     with pytest.raises(StoreError, match="went down"):
-        Packer(source, FailingStore(source), lambda _m: None).put(params, str(build), BuildInfo())
+        Packer(source, FailingStore.from_source(source), lambda _m: None).put(params, str(build), BuildInfo())
     assert FailingStore.writers == 2
     assert all_keys(sides.client(), sides.bucket) == []
     assert open_uploads(sides.client(), sides.bucket) == []

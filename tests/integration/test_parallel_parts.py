@@ -62,7 +62,7 @@ class Watch:
 def watched_store(source: Any, watch: Watch, *, fail_part_at: int | None = None, budget: int = 256 * MiB) -> Any:
     """A real S3 store whose writers and readers report to ``watch``; the second writer may fail mid-way."""
     from offline_bundle.errors import StoreError
-    from offline_bundle.storage.store import S3Store
+    from offline_bundle.storage.s3.store import S3Store
 
     class WatchedStore(S3Store):
         writers = 0
@@ -106,7 +106,7 @@ def watched_store(source: Any, watch: Watch, *, fail_part_at: int | None = None,
             raw.close = close_
             return raw
 
-    return WatchedStore(source, memory_budget=budget)
+    return WatchedStore.from_source(source, memory_budget=budget)
 
 
 @pytest.mark.parametrize("parallel", [1, 3])

@@ -24,7 +24,7 @@ import pytest
 
 from offline_bundle.core.config import parse_source
 from offline_bundle.errors import VerificationError
-from offline_bundle.storage.store import S3Store
+from offline_bundle.storage.s3.store import S3Store
 from offline_bundle.transfer.verified_upload import PieceSource, upload_verified
 from tests.support.carrier import (
     Carry,
@@ -240,7 +240,7 @@ def test_a_pipe_a_device_or_a_folder_where_a_file_belongs_is_refused_without_blo
 
 
 def _far_store(far: SeaweedServer, bucket: str) -> S3Store:
-    return S3Store(parse_source(make_source(far, bucket, use_writer_identity=True), where="test"))
+    return S3Store.from_source(parse_source(make_source(far, bucket, use_writer_identity=True), where="test"))
 
 
 class _Flips(io.FileIO):

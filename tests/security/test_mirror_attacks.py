@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from offline_bundle.core.config import parse_source
-from offline_bundle.storage.store import S3Store
+from offline_bundle.storage.s3.store import S3Store
 from offline_bundle.transfer.mirror import Mirror
 from tests.support.carrier import Carry, leaks, make_build, needles_of, new_bucket, ok, random_bytes
 from tests.support.cli import run_cli
@@ -115,7 +115,7 @@ def test_a_payload_replaced_in_the_source_between_its_check_and_its_copy_is_not_
     dst = parse_source(
         make_source(link.far, link.target, use_writer_identity=True, trusted_public_keys=keys), where="to"
     )
-    src_store = S3Store(src)
+    src_store = S3Store.from_source(src)
     reads: list[int] = []
     real_open_range = src_store.open_range
 
@@ -128,7 +128,7 @@ def test_a_payload_replaced_in_the_source_between_its_check_and_its_copy_is_not_
 
     src_store.open_range = open_range  # type: ignore[method-assign]
     lines: list[str] = []
-    result = Mirror(src, src_store, dst, S3Store(dst), lines.append).run(version="1.0.0")
+    result = Mirror(src, src_store, dst, S3Store.from_source(dst), lines.append).run(version="1.0.0")
 
     assert [v for v, _ in result.failed] == ["1.0.0"], lines
     assert "changed between its check and its upload" in result.failed[0][1]

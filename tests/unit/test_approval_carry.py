@@ -12,7 +12,7 @@ from offline_bundle.bundle.approvals import approval_key, carry_approvals
 from offline_bundle.bundle.commit import Trusted
 from offline_bundle.core.config import parse_source
 from offline_bundle.core.manifest import Manifest
-from offline_bundle.storage.store import DirStore
+from offline_bundle.storage.folder import DirStore
 
 FPR = "C" * 40
 SIGNED = b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{}\n-----BEGIN PGP SIGNATURE-----\n..."

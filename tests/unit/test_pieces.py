@@ -16,7 +16,7 @@ from offline_bundle.bundle.pack import Packer
 from offline_bundle.bundle.unpack import Unpacker
 from offline_bundle.core.config import BuildInfo, InParams, OutParams, PartSpec, Source
 from offline_bundle.errors import BundleError, ConfigError, VerificationError
-from offline_bundle.storage.store import DirStore
+from offline_bundle.storage.folder import DirStore
 from offline_bundle.transfer.media import Exporter
 from offline_bundle.transfer.pieces import (
     INDEX_FORMAT,

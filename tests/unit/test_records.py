@@ -10,8 +10,8 @@ from pathlib import Path
 from offline_bundle.bundle.records import describe, list_records, make_record, print_record_json, summary, write_record
 from offline_bundle.core.config import Source
 from offline_bundle.core.manifest import Encryption, Manifest, Part, Payload
-from offline_bundle.errors import StoreError
-from offline_bundle.storage.store import DirStore
+from offline_bundle.errors import AccessDeniedError
+from offline_bundle.storage.folder import DirStore
 
 SOURCE = Source(bucket="b-records", name="demo", prefix="transfers/")
 
@@ -46,7 +46,7 @@ def test_a_record_names_what_moved_who_verified_and_who_ran_it() -> None:
 
 class RefusingStore(DirStore):
     def put_bytes(self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: object = None) -> None:
-        raise StoreError(f"writing {key}: S3 answered AccessDenied (HTTP 403)")
+        raise AccessDeniedError(f"writing {key}: S3 answered AccessDenied (HTTP 403)")
 
 
 def test_a_refused_write_is_a_warning_and_the_record_itself_goes_to_stderr(tmp_path: Path) -> None:

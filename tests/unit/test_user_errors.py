@@ -23,19 +23,19 @@ from offline_bundle.errors import (
     path_error,
 )
 from offline_bundle.runtime import EXIT_FAILURE, EXIT_INTERNAL, failure_exit
-from offline_bundle.storage import store
+from offline_bundle.storage.s3 import client
 
 
 def test_retry_delays_and_the_default_budget() -> None:
-    assert [store.retry_delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
-    assert store.retry_budget(5) == 15 and store.retry_budget(1) == 0 and store.retry_budget(12) == 71
+    assert [client.retry_delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+    assert client.retry_budget(5) == 15 and client.retry_budget(1) == 0 and client.retry_budget(12) == 71
 
 
 def test_the_budget_follows_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(store.RETRIES_VARIABLE, raising=False)
-    assert store.max_attempts() == 5 and store.retry_budget() == 15
-    monkeypatch.setenv(store.RETRIES_VARIABLE, "2")
-    assert store.retry_budget() == 1
+    monkeypatch.delenv(client.RETRIES_VARIABLE, raising=False)
+    assert client.max_attempts() == 5 and client.retry_budget() == 15
+    monkeypatch.setenv(client.RETRIES_VARIABLE, "2")
+    assert client.retry_budget() == 1
 
 
 class FakeHTTP:
@@ -54,7 +54,7 @@ def refused() -> EndpointConnectionError:
 
 
 def test_the_retry_hook_announces_each_retry_and_stops(capsys: pytest.CaptureFixture[str]) -> None:
-    hook = store._retry_handler(3)
+    hook = client.retry_handler(3)
     assert hook(attempts=1, caught_exception=refused(), endpoint=FakeEndpoint()) == 1
     assert hook(attempts=2, caught_exception=refused(), endpoint=FakeEndpoint()) == 2
     assert hook(attempts=3, caught_exception=refused(), endpoint=FakeEndpoint()) is False
@@ -65,7 +65,7 @@ def test_the_retry_hook_announces_each_retry_and_stops(capsys: pytest.CaptureFix
 
 
 def test_the_retry_hook_never_retries_tls_and_leaves_other_answers_alone(capsys: pytest.CaptureFixture[str]) -> None:
-    hook = store._retry_handler(5)
+    hook = client.retry_handler(5)
     tls = SSLError(endpoint_url="https://x/", error=ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version"))
     assert hook(attempts=1, caught_exception=tls, endpoint=FakeEndpoint()) is False
     assert hook(attempts=1, response=(FakeHTTP(404), {"Error": {"Code": "NoSuchKey"}}), endpoint=FakeEndpoint()) is None
@@ -80,16 +80,16 @@ def client_error(code: str, status: int, op: str, **error: str) -> ClientError:
 
 def test_store_errors_are_typed_and_say_what_to_fix() -> None:
     where = "s3://bkt at http://store.example:9000"
-    e = store._s3_error(client_error("NoSuchBucket", 404, "ListObjectsV2", BucketName="bkt"), "listing demo/", where)
+    e = client.s3_error(client_error("NoSuchBucket", 404, "ListObjectsV2", BucketName="bkt"), "listing demo/", where)
     assert isinstance(e, NoSuchBucketError)
     assert "bucket bkt does not exist at this endpoint; check bucket" in str(e)
-    e = store._s3_error(client_error("AccessDenied", 403, "PutObject"), "writing demo/1/manifest.json.asc", where)
+    e = client.s3_error(client_error("AccessDenied", 403, "PutObject"), "writing demo/1/manifest.json.asc", where)
     assert isinstance(e, AccessDeniedError)
     assert str(e) == (
         f"writing demo/1/manifest.json.asc ({where}): S3 answered AccessDenied (HTTP 403): the credentials may not "
         "PutObject; give ones that may (or check access_key_id and secret_access_key)"
     )
-    e = store._s3_error(refused(), "listing demo/", where)
+    e = client.s3_error(refused(), "listing demo/", where)
     assert isinstance(e, StoreUnreachableError)
     assert "is the store running at http://store.example:9000/? check endpoint" in str(e)
 
@@ -104,7 +104,7 @@ def test_store_errors_are_typed_and_say_what_to_fix() -> None:
 def test_tls_failures_get_their_hint(inner: ssl.SSLError, words: str) -> None:
     if "WRONG_VERSION" in str(inner):
         inner.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
-    e = store._s3_error(SSLError(endpoint_url="https://store.example:9000/bkt", error=inner), "listing demo/")
+    e = client.s3_error(SSLError(endpoint_url="https://store.example:9000/bkt", error=inner), "listing demo/")
     assert isinstance(e, StoreTLSError)
     assert words in str(e) and "https://store.example:9000/" in str(e)
 

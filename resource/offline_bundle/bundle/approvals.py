@@ -26,7 +26,7 @@ from offline_bundle.core.config import SECRET_KEY_HEADER, Source
 from offline_bundle.core.manifest import distinct_keys
 from offline_bundle.core.versions import Committed
 from offline_bundle.errors import BundleError, ConfigError, CryptoError, VerificationError
-from offline_bundle.storage.store import Store
+from offline_bundle.storage.base import Store
 
 Log = Callable[[str], None]
 APPROVALS_DIR = "approvals"

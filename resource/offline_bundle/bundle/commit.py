@@ -19,7 +19,7 @@ from offline_bundle.core.manifest import BLOBS_FOLDER, Manifest, Payload, check_
 from offline_bundle.core.names import is_valid_name
 from offline_bundle.core.versions import Committed, nearest, order, select_for_check, semver_key
 from offline_bundle.errors import BundleError, ConfigError, NotCommittedError, StoreError, VerificationError
-from offline_bundle.storage.store import COMMIT_MAX_BYTES, Store
+from offline_bundle.storage.base import COMMIT_MAX_BYTES, Store
 
 COMMIT_NAME = "manifest.json.asc"
 GET_THREADS = 8  # commit objects fetched at once: small GETs, where latency dominates

@@ -31,8 +31,8 @@ from offline_bundle.core.confined import BuildDir
 from offline_bundle.core.manifest import BLOBS_FOLDER, PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
 from offline_bundle.core.names import MAX_NAME_LENGTH, is_valid_name
 from offline_bundle.core.progress import Progress
-from offline_bundle.errors import BundleError, ConfigError, StoreError, VerificationError
-from offline_bundle.storage.store import COMMIT_MAX_BYTES, MiB, Store, choose_part_size
+from offline_bundle.errors import AlreadyExistsError, BundleError, ConfigError, VerificationError
+from offline_bundle.storage.base import COMMIT_MAX_BYTES, MiB, Store, choose_part_size
 
 Log = Callable[[str], None]
 REUSE_LOOKBACK = 50  # commit objects read when looking for a payload to reuse
@@ -285,10 +285,8 @@ class Packer:
             body, signer = openpgp.clearsign(body, source.signing_private_key, source.signing_private_key_passphrase)
         try:
             write_commit(self.store, commit_key(source, version), body, only_if_absent=not existed)
-        except StoreError as e:
-            if "already exists" in str(e):
-                raise BundleError(f"version {version} was committed by someone else while this put ran") from None
-            raise
+        except AlreadyExistsError:
+            raise BundleError(f"version {version} was committed by someone else while this put ran") from None
         self.log(f"committed {source.name} {version}: {len(uploaded)} part(s) uploaded, {len(reused)} reused")
         return PutResult(manifest, signer, tuple(uploaded), tuple(reused), unchanged=False)
 

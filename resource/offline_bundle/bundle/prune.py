@@ -16,7 +16,7 @@ from offline_bundle.bundle.approvals import approvals_prefix
 from offline_bundle.bundle.commit import blobs_prefix, commit_key, payload_object_key, trusted_keys, verified_listing
 from offline_bundle.core.config import Source
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.storage.store import Store
+from offline_bundle.storage.base import Store
 
 DEFAULT_GRACE = timedelta(days=1)
 

@@ -31,8 +31,10 @@ from offline_bundle import __version__
 from offline_bundle.core.config import BuildInfo, Source
 from offline_bundle.core.manifest import Manifest
 from offline_bundle.core.progress import human
-from offline_bundle.errors import BundleError, StoreError
-from offline_bundle.storage.store import DirStore, S3Store, Store
+from offline_bundle.errors import AccessDeniedError, BundleError, StoreError
+from offline_bundle.storage.base import Store
+from offline_bundle.storage.folder import DirStore
+from offline_bundle.storage.s3.store import S3Store
 
 RECORDS_DIR = "_records"
 RECORD_FORMAT = 1
@@ -169,7 +171,7 @@ def write_record(
             target.put_bytes(key, record.to_json_bytes() + b"\n")  # the random id keeps keys apart
             stored.append(_location(target, key))
         except (StoreError, OSError) as e:
-            denied = "AccessDenied" in str(e) or isinstance(e, PermissionError)
+            denied = isinstance(e, (AccessDeniedError, PermissionError))
             why = "this identity may not write there" if denied else str(e)
             log(f"warning: the {event} record was not stored in {target.description}: {why}")
     show_json = _print_json if _print_json is not None else not stored

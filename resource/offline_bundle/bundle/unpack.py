@@ -30,7 +30,7 @@ from offline_bundle.core.config import InParams, Source
 from offline_bundle.core.manifest import Manifest, Part
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import BundleError, ConfigError, PathError, VerificationError, path_error
-from offline_bundle.storage.store import Store
+from offline_bundle.storage.base import Store
 
 Log = Callable[[str], None]
 STAGING_PREFIX = ".offline-bundle-staging-"

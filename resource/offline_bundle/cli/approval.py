@@ -33,7 +33,7 @@ from offline_bundle.core.config import Source
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.storage.store import Store
+from offline_bundle.storage.base import Store
 
 
 def base_version(source: Source, store: Store, version: str) -> str | None:

@@ -14,7 +14,8 @@ from typing import Any
 from offline_bundle.core.config import SOURCE_KEYS, Source, parse_source
 from offline_bundle.core.yamlfile import load_yaml
 from offline_bundle.errors import ConfigError, PathError
-from offline_bundle.storage.store import S3Store, Store
+from offline_bundle.storage.base import Store
+from offline_bundle.storage.s3.store import S3Store
 from offline_bundle.transfer.pieces import MediumStore
 
 ENV_PREFIX = "OFFLINE_BUNDLE_"
@@ -81,4 +82,4 @@ def store_for(source: Source, local: str | None, *, create: bool = False) -> Sto
     # A folder may be a medium written by export (payloads in pieces); MediumStore reads both kinds.
     if local and not create:
         existing_folder(local, "--from-dir")
-    return MediumStore(local) if local else S3Store(source)
+    return MediumStore(local) if local else S3Store.from_source(source)

@@ -20,7 +20,7 @@ from offline_bundle.core.config import Source, parse_source
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
 from offline_bundle.errors import ConfigError
-from offline_bundle.storage.store import S3Store
+from offline_bundle.storage.s3.store import S3Store
 from offline_bundle.transfer.media import Exporter, Importer
 from offline_bundle.transfer.mirror import Mirror
 from offline_bundle.transfer.pieces import DEFAULT_PIECE, MediumStore, parse_size
@@ -46,7 +46,7 @@ def cmd_export(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
             f"warning: --piece-size {args.piece_size} is over 4 GiB - 1 byte: a FAT32 medium cannot hold such a "
             "piece (use exFAT, ext4 or NTFS, or --piece-size 4000MiB)"
         )
-    exporter = Exporter(source, S3Store(source), args.to, log, piece_size=piece_size)
+    exporter = Exporter(source, S3Store.from_source(source), args.to, log, piece_size=piece_size)
     r = exporter.export(_version(args.version, "--version"), _version(args.since, "--since"))
     print(f"{source.name} {r.version} -> {exporter.root}: signer {r.signer or 'UNSIGNED'}")
     print(
@@ -115,7 +115,7 @@ def cmd_import(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     redact.add(source.secret_values())
     medium = existing_folder(args.from_, "--from")
     medium_prefix = _medium_prefix(args, source, log)
-    importer = Importer(source, S3Store(source), medium, log, medium_prefix=medium_prefix)
+    importer = Importer(source, S3Store.from_source(source), medium, log, medium_prefix=medium_prefix)
     for r in importer.import_all(_version(args.version, "--version")):
         if r.already_committed:
             carried = f"{len(r.approvals)} approval(s) carried" if r.approvals else "nothing imported"
@@ -142,7 +142,7 @@ def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     src = _mirror_source(args.from_config, "from-config")
     dst = _mirror_source(args.to_config, "to-config")
     redact.add(src.secret_values() + dst.secret_values())
-    mirror = Mirror(src, S3Store(src), dst, S3Store(dst), log)
+    mirror = Mirror(src, S3Store.from_source(src), dst, S3Store.from_source(dst), log)
     r = mirror.run(keep=args.keep, version=_version(args.version, "--version"))
     print(
         f"{src.name}: {len(r.copied)} version(s) copied ({', '.join(r.copied) or 'none'}), "
@@ -160,7 +160,7 @@ def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
-    store = MediumStore(existing_folder(args.from_dir, "--from-dir")) if args.from_dir else S3Store(source)
+    store = MediumStore(existing_folder(args.from_dir, "--from-dir")) if args.from_dir else S3Store.from_source(source)
     found = list_records(source, store, version=_version(args.version, "--version"))
     for rec in found:
         if rec.doc is None:

@@ -21,14 +21,15 @@ from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest
 from offline_bundle.core.versions import Committed
 from offline_bundle.errors import ConfigError
-from offline_bundle.storage.store import S3Store, Store
+from offline_bundle.storage.base import Store
+from offline_bundle.storage.s3.store import S3Store
 
 StoreFactory = Callable[[Source], Store]
 Handler = Callable[[dict[str, Any], list[str], Log], Any]
 
 
 def s3_store(source: Source) -> Store:
-    return S3Store(source)
+    return S3Store.from_source(source)
 
 
 def metadata(pairs: list[tuple[str, Any]]) -> list[dict[str, str]]:

@@ -145,7 +145,7 @@ def backoff_delay(attempt: int, base: float, retry_after: str | None = None) -> 
 
 def _ca_file(extra: str) -> str:
     """``ca_bundle`` as requests wants it: PEM text or a PEM file, added to (never replacing) the default CAs."""
-    from offline_bundle.storage.store import _ca_file as combined
+    from offline_bundle.storage.s3.settings import ca_bundle_file as combined
 
     if "-----BEGIN CERTIFICATE-----" in extra:
         return combined(extra)

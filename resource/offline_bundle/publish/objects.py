@@ -39,17 +39,10 @@ from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import FileEntry, Manifest, Part, parse_manifest
 from offline_bundle.core.progress import Progress, human
 from offline_bundle.errors import BundleError, ConfigError, VerificationError
-from offline_bundle.storage.store import (
-    DEFAULT_MEMORY_BUDGET,
-    MIN_PART,
-    S3Store,
-    Store,
-    _s3_error,
-    _Uploader,
-    choose_concurrency,
-    choose_part_size,
-    make_s3_client,
-)
+from offline_bundle.storage.base import DEFAULT_MEMORY_BUDGET, MIN_PART, Store, choose_concurrency, choose_part_size
+from offline_bundle.storage.s3.client import s3_error
+from offline_bundle.storage.s3.multipart import MultipartWriter
+from offline_bundle.storage.s3.store import S3Store
 
 SHA256_METADATA = "sha256"  # S3 returns user metadata keys lower-cased, without the x-amz-meta- prefix
 SINGLE_PUT_LIMIT = MIN_PART  # above this a file goes up as a multipart upload
@@ -130,26 +123,13 @@ def object_key(target: Source, destination: str, path: str) -> str:
     return target.prefix + destination + path
 
 
-class _KeyedUploader(_Uploader):
-    """store.py's parallel multipart upload, started with the object's metadata (its SHA-256)."""
-
-    def __init__(self, client: object, bucket: str, key: str, concurrency: int, metadata: dict[str, str]) -> None:
-        super().__init__(client, bucket, key, concurrency)
-        self._metadata = metadata
-
-    def start(self) -> None:
-        resp = self.client.create_multipart_upload(  # type: ignore[attr-defined]
-            Bucket=self.bucket, Key=self.key, Metadata=self._metadata
-        )
-        self.upload_id = resp["UploadId"]
-
-
 class ObjectWriter:
     """One file's bytes -> one object; completed only if they hash to the expected SHA-256.
 
     Small files are buffered and sent with one PUT after the check; larger ones go up as a multipart
     upload whose parts fly while the bytes arrive, completed only after the check (aborted otherwise),
-    so an object never holds bytes the manifest does not vouch for.
+    so an object never holds bytes the manifest does not vouch for. The bytes travel through
+    storage's ``MultipartWriter``; what is decided here is when they may become the object.
     """
 
     def __init__(
@@ -162,7 +142,6 @@ class ObjectWriter:
         replacing: bool,
         on_done: Callable[[Outcome], None],
     ) -> None:
-        self._p = publisher
         self.key = key
         self.size = size
         self.sha256 = sha256
@@ -170,50 +149,25 @@ class ObjectWriter:
         self._on_done = on_done
         self._hash = hashlib.sha256()
         self._seen = 0
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._number = 0
-        self._up: _KeyedUploader | None = None
-        if size > SINGLE_PUT_LIMIT:
-            self.part_size = choose_part_size(size)
-            self.concurrency = choose_concurrency(self.part_size, publisher.memory_budget)
-        else:
-            self.part_size = 0
-            self.concurrency = 1
+        # A small file never fills a part (``write`` refuses more than ``size`` bytes): one PUT at commit.
+        self.multipart = size > SINGLE_PUT_LIMIT
+        part_size = choose_part_size(size) if self.multipart else SINGLE_PUT_LIMIT + 1
+        self._upload = MultipartWriter(
+            publisher.store.client,
+            publisher.store.bucket,
+            key,
+            part_size=part_size,
+            concurrency=choose_concurrency(part_size, publisher.memory_budget) if self.multipart else 1,
+            on_bytes=publisher.progress_add,
+            metadata={SHA256_METADATA: sha256},
+        )
 
     def write(self, chunk: bytes) -> None:
         self._hash.update(chunk)
         self._seen += len(chunk)
         if self._seen > self.size:
             raise VerificationError(f"{self.key}: more than the {self.size} bytes the manifest lists")
-        if not self.part_size:
-            self._chunks.append(chunk)
-            return
-        while chunk:
-            room = self.part_size - self._buffered
-            head, chunk = (chunk, b"") if len(chunk) <= room else (chunk[:room], chunk[room:])
-            self._chunks.append(head)
-            self._buffered += len(head)
-            if self._buffered == self.part_size:
-                self._flush()
-
-    def _flush(self) -> None:
-        body = b"".join(self._chunks)
-        self._chunks, self._buffered = [], 0
-        if self._up is None:
-            self._up = _KeyedUploader(
-                self._p.client, self._p.bucket, self.key, self.concurrency, {SHA256_METADATA: self.sha256}
-            )
-            try:
-                self._up.start()
-            except Exception as e:  # noqa: BLE001
-                self._up = None
-                raise _s3_error(e, f"starting the upload of {self.key}") from None
-        self._number += 1
-        try:
-            self._up.submit(self._number, body, self._p.progress_add)
-        except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"uploading {self.key}") from None
+        self._upload.write(chunk)
 
     def _check(self) -> None:
         if self._seen != self.size or self._hash.hexdigest() != self.sha256:
@@ -225,38 +179,14 @@ class ObjectWriter:
     def commit(self) -> None:
         try:
             self._check()
+            self._upload.finish()
         except BaseException:
             self.abort()
             raise
-        if not self.part_size:
-            body = b"".join(self._chunks)
-            self._chunks = []
-            try:
-                self._p.client.put_object(  # type: ignore[attr-defined]
-                    Bucket=self._p.bucket, Key=self.key, Body=body, Metadata={SHA256_METADATA: self.sha256}
-                )
-            except Exception as e:  # noqa: BLE001
-                raise _s3_error(e, f"writing {self.key}") from None
-            self._p.progress_add(len(body))
-        else:
-            if self._buffered or self._up is None:
-                self._flush()
-            assert self._up is not None
-            try:
-                self._up.finish()
-            except BundleError:
-                self.abort()
-                raise
-            except Exception as e:  # noqa: BLE001
-                self.abort()
-                raise _s3_error(e, f"completing the upload of {self.key}") from None
         self._on_done(Outcome(self.key, self.size, self._replacing))
 
     def abort(self) -> None:
-        self._chunks = []
-        if self._up is not None:
-            self._up.abort()  # best effort: no object appears, the parts are dropped
-            self._up = None
+        self._upload.abort()  # best effort: no object appears, the parts are dropped
 
 
 class ObjectPublisher:
@@ -272,8 +202,7 @@ class ObjectPublisher:
         progress: Progress | None = None,
     ) -> None:
         self.target = target
-        self.client = make_s3_client(target)
-        self.bucket = target.bucket
+        self.store = S3Store.from_source(target)
         self.overwrite = overwrite
         self.log = log
         self.memory_budget = memory_budget
@@ -287,14 +216,15 @@ class ObjectPublisher:
         """None: no object at ``key``; else whether it holds exactly these bytes."""
         from botocore.exceptions import ClientError
 
+        client, bucket = self.store.client, self.store.bucket
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
+            head = client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
             if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
-            raise _s3_error(e, f"reading {key}") from None
+            raise s3_error(e, f"reading {key}") from None
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"reading {key}") from None
+            raise s3_error(e, f"reading {key}") from None
         if head["ContentLength"] != size:
             return False
         recorded = (head.get("Metadata") or {}).get(SHA256_METADATA)
@@ -303,11 +233,11 @@ class ObjectPublisher:
         # Written by another tool (aws s3 sync, an s3 resource put): read it back and hash it.
         h = hashlib.sha256()
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=head["ETag"])["Body"]  # type: ignore[attr-defined]
+            body = client.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
             while chunk := body.read(CHUNK):
                 h.update(chunk)
         except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"reading {key} to compare it") from None
+            raise s3_error(e, f"reading {key} to compare it") from None
         return h.hexdigest() == sha256
 
     def writer_for(self, key: str, size: int, sha256: str, result: PublishResult) -> ObjectWriter | None:
@@ -451,14 +381,7 @@ def publish_exploded(
     """Upload the parts present in ``folder`` (the exploded layout of docs/format.md) to ``target``."""
     manifest = read_exploded_manifest(folder)
     result = PublishResult(manifest.name, manifest.version, target_description(target))
-    parts = []
-    for part in select_parts(manifest, only, skip):
-        if os.path.isdir(os.path.join(folder, part.name)):
-            parts.append(part)
-        elif part.name in only:
-            raise ConfigError(f"--part {part.name}: {folder} has no folder {part.name} (the get did not fetch it)")
-        else:
-            result.absent_parts.append(part.name)
+    parts = _parts_present(folder, manifest, only, skip, result)
     problems = [p for part in parts for p in _check_folder(folder, part)]
     if problems:
         for p in problems:
@@ -472,30 +395,8 @@ def publish_exploded(
     total = sum(p.entry.size for p in planned)
     progress = Progress("publish", total)
     publisher = ObjectPublisher(target, overwrite=overwrite, log=log, progress=progress)
-
-    def one(item: PlannedFile) -> None:
-        try:
-            writer = publisher.writer_for(item.key, item.entry.size, item.entry.sha256 or "", result)
-            if writer is None:
-                return
-            try:
-                with open(os.path.join(folder, item.part, item.entry.path), "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        writer.write(chunk)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.commit()
-        except BundleError as e:
-            result.add("failures", str(e))
-            log(f"error: {e}")
-        except OSError as e:
-            message = f"{item.part}/{item.entry.path}: cannot read it ({e.strerror})"
-            result.add("failures", message)
-            log(f"error: {message}")
-
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, MAX_JOBS)), thread_name_prefix="publish") as pool:
-        for f in [pool.submit(one, item) for item in planned]:
+        for f in [pool.submit(_publish_file, publisher, folder, item, result) for item in planned]:
             f.result()
     progress.finish()
     record_publish(
@@ -508,6 +409,44 @@ def publish_exploded(
         log=log,
     )
     return result
+
+
+def _parts_present(
+    folder: str, manifest: Manifest, only: tuple[str, ...], skip: tuple[str, ...], result: PublishResult
+) -> list[Part]:
+    """The selected parts the folder holds; one asked for by name must be there, others are noted."""
+    parts = []
+    for part in select_parts(manifest, only, skip):
+        if os.path.isdir(os.path.join(folder, part.name)):
+            parts.append(part)
+        elif part.name in only:
+            raise ConfigError(f"--part {part.name}: {folder} has no folder {part.name} (the get did not fetch it)")
+        else:
+            result.absent_parts.append(part.name)
+    return parts
+
+
+def _publish_file(publisher: ObjectPublisher, folder: str, item: PlannedFile, result: PublishResult) -> None:
+    """One file of the folder to its object; a failure is noted in ``result`` and the others go on."""
+    try:
+        writer = publisher.writer_for(item.key, item.entry.size, item.entry.sha256 or "", result)
+        if writer is None:
+            return
+        try:
+            with open(os.path.join(folder, item.part, item.entry.path), "rb") as f:
+                while chunk := f.read(CHUNK):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+    except BundleError as e:
+        result.add("failures", str(e))
+        publisher.log(f"error: {e}")
+    except OSError as e:
+        message = f"{item.part}/{item.entry.path}: cannot read it ({e.strerror})"
+        result.add("failures", message)
+        publisher.log(f"error: {message}")
 
 
 def record_publish(
@@ -529,7 +468,7 @@ def record_publish(
 
     where = replace(target, name=manifest.name)
     try:
-        store: Store | None = S3Store(where)
+        store: Store | None = S3Store.from_source(where)
     except BundleError as e:  # the record must never fail a publish that happened
         log(f"warning: the publish record was not stored in {target_description(target)}: {e}")
         store = None
@@ -612,7 +551,7 @@ class _SinkWriter:
         self._writer.write(chunk)
 
     def commit(self) -> None:
-        if self._writer.part_size:
+        if self._writer.multipart:
             self._writer.commit()
         else:
             self._sink.submit(self._writer)  # already checked against the manifest by extract_part

@@ -51,8 +51,8 @@ from offline_bundle.core import safe_fs
 from offline_bundle.core.config import Source
 from offline_bundle.core.manifest import Manifest, Payload
 from offline_bundle.core.progress import Progress, human
-from offline_bundle.errors import BundleError, StoreError, VerificationError
-from offline_bundle.storage.store import Store, choose_part_size
+from offline_bundle.errors import AlreadyExistsError, BundleError, StoreError, VerificationError
+from offline_bundle.storage.base import Store, choose_part_size
 from offline_bundle.transfer.pieces import (
     CHUNK,
     DEFAULT_PIECE,
@@ -568,9 +568,7 @@ class Importer:
     def _commit(self, key: str, data: bytes, version: str) -> None:
         try:
             write_commit(self.store, key, data, only_if_absent=True)
-        except StoreError as e:
-            if "already exists" not in str(e):
-                raise
+        except AlreadyExistsError:
             if self.store.get_bytes(key) != data:
                 raise BundleError(
                     f"version {version} was committed in {self.store.description} with another commit object "

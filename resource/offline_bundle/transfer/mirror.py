@@ -34,8 +34,8 @@ from offline_bundle.bundle.commit import (
 from offline_bundle.bundle.records import write_record
 from offline_bundle.core.config import Source
 from offline_bundle.core.manifest import Payload
-from offline_bundle.errors import BundleError, ConfigError, StoreError
-from offline_bundle.storage.store import Store, choose_part_size
+from offline_bundle.errors import AlreadyExistsError, BundleError, ConfigError, StoreError
+from offline_bundle.storage.base import Store, choose_part_size
 from offline_bundle.transfer.media import unique_payloads
 from offline_bundle.transfer.verified_upload import PieceSource, holds_payload, upload_verified
 
@@ -154,8 +154,8 @@ class Mirror:
         counts[1] += len(present)
         try:
             write_commit(self.dst_store, key, data, only_if_absent=True)
-        except StoreError as e:
-            if "already exists" not in str(e) or self.dst_store.get_bytes(key) != data:
+        except AlreadyExistsError:
+            if self.dst_store.get_bytes(key) != data:
                 raise
         carry_approvals(self.src, self.src_store, self.dst_store, trusted, self.log, dst_source=self.dst)
         self.log(f"mirrored {self.src.name} {version}: {len(copied)} payload(s) copied, {len(present)} already there")

@@ -33,7 +33,8 @@ from typing import Any, BinaryIO
 
 from offline_bundle.core import safe_fs
 from offline_bundle.errors import ConfigError, VerificationError
-from offline_bundle.storage.store import DirStore, ObjectInfo
+from offline_bundle.storage.base import ObjectInfo
+from offline_bundle.storage.folder import DirStore
 
 MiB = 1 << 20
 GiB = 1 << 30

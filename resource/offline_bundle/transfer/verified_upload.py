@@ -38,12 +38,18 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import ConfigError, StoreError, VerificationError
-from offline_bundle.storage.store import S3Store, Store, _ride_out_outage, _s3_error
+from offline_bundle.storage.base import Store
+from offline_bundle.storage.s3.client import ride_out_outage, s3_error
+from offline_bundle.storage.s3.multipart import complete_upload, list_parts, start_upload
+from offline_bundle.storage.s3.store import S3Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import UploadPartOutputTypeDef
 
 Log = Callable[[str], None]
 CHUNK = 1 << 20
@@ -240,58 +246,22 @@ def upload_verified(
             raise VerificationError(f"{label}: an empty payload does not match the signed manifest's SHA-256")
         store.put_bytes(key, b"")
         return UploadOutcome(0, 0, 0)
-
     whole = hashlib.sha256()
-    seen: dict[int, Survey] = {}
     indexed = all(p.sha256 is not None for p in pieces)
-    if not indexed:  # only the signed manifest's hash describes these bytes: all of them match it first
-        checking = Progress(f"{label} (checking)", size)
-        for piece in pieces:
-            with piece.open() as raw:
-                seen[piece.number] = survey(raw, piece.size, whole, f"{label}: {piece.label}", checking.add)
-        if whole.hexdigest() != sha256:
-            raise VerificationError(f"{label}: the bytes do not match the signed manifest's SHA-256; nothing was sent")
-        checking.finish()
-
+    seen = {} if indexed else _survey_all(pieces, whole, size, sha256, label)
     upload_id, parts = _resume_or_start(store, key, pieces, log, label)
+    sending = _Sending(store, key, upload_id, label, whole, seen, parts)
     progress = Progress(label, size)
-    etags: dict[int, str] = {}
-    uploaded = resumed = sent = 0
     try:
         for piece in pieces:
-            with piece.open() as raw:
-                first = seen.get(piece.number)
-                if first is None:
-                    first = survey(raw, piece.size, whole, f"{label}: {piece.label}")
-                    if first.sha256 != piece.sha256:
-                        raise VerificationError(
-                            f"{label}: {piece.label} does not match the SHA-256 its index gives: the piece was "
-                            "damaged or altered; nothing of it was sent, the upload was aborted and nothing was "
-                            "committed"
-                        )
-                old = parts.get(piece.number)
-                if old is not None and old[0] == piece.size and old[1] == first.md5:
-                    etag, resumed = old[1], resumed + 1
-                else:
-                    body = VerifiedBody(raw, piece.size, first, f"{label}: {piece.label}")
-                    etag = _upload_part(store, key, upload_id, piece, body, first.md5)
-                    uploaded, sent = uploaded + 1, sent + piece.size
-            etags[piece.number] = etag
+            sending.piece(piece)
             progress.add(piece.size)
         if indexed and whole.hexdigest() != sha256:
             raise VerificationError(
                 f"{label}: the pieces together do not match the signed manifest's SHA-256 "
                 "(pieces and index were altered alike); the upload was aborted and nothing was committed"
             )
-        try:
-            store.client.complete_multipart_upload(  # type: ignore[attr-defined]
-                Bucket=store.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in sorted(etags.items())]},
-            )
-        except Exception as e:  # noqa: BLE001
-            raise _s3_error(e, f"completing the upload of {key}") from None
+        sending.complete()
     except VerificationError:
         _abort(store, key, upload_id)
         raise
@@ -299,7 +269,69 @@ def upload_verified(
     if info is None or info.size != size:
         raise StoreError(f"{label}: {key} is not {size} bytes after completing its upload")
     progress.finish()
-    return UploadOutcome(uploaded, resumed, sent)
+    return UploadOutcome(sending.uploaded, sending.resumed, sending.sent)
+
+
+def _survey_all(pieces: Sequence[PieceSource], whole: Any, size: int, sha256: str, label: str) -> dict[int, Survey]:
+    """Pieces without a hash of their own: all of them must match the signed manifest before any is sent."""
+    seen: dict[int, Survey] = {}
+    checking = Progress(f"{label} (checking)", size)
+    for piece in pieces:
+        with piece.open() as raw:
+            seen[piece.number] = survey(raw, piece.size, whole, f"{label}: {piece.label}", checking.add)
+    if whole.hexdigest() != sha256:
+        raise VerificationError(f"{label}: the bytes do not match the signed manifest's SHA-256; nothing was sent")
+    checking.finish()
+    return seen
+
+
+@dataclass
+class _Sending:
+    """The pieces of one upload as they are checked and sent (or kept from an interrupted run)."""
+
+    store: S3Store
+    key: str
+    upload_id: str
+    label: str
+    whole: Any  # the SHA-256 of the whole payload, fed by first reads made here
+    seen: dict[int, Survey]  # first reads made before the upload started
+    parts: dict[int, tuple[int, str]]  # parts an interrupted upload already holds: (size, MD5)
+    etags: dict[int, str] = field(default_factory=dict)
+    uploaded: int = 0
+    resumed: int = 0
+    sent: int = 0
+
+    def piece(self, piece: PieceSource) -> None:
+        with piece.open() as raw:
+            first = self._first_read(raw, piece)
+            old = self.parts.get(piece.number)
+            if old is not None and old == (piece.size, first.md5):
+                self.etags[piece.number] = old[1]
+                self.resumed += 1
+                return
+            body = VerifiedBody(raw, piece.size, first, f"{self.label}: {piece.label}")
+            self.etags[piece.number] = _upload_part(self.store, self.key, self.upload_id, piece, body, first.md5)
+            self.uploaded += 1
+            self.sent += piece.size
+
+    def _first_read(self, raw: BinaryIO, piece: PieceSource) -> Survey:
+        first = self.seen.get(piece.number)
+        if first is None:
+            first = survey(raw, piece.size, self.whole, f"{self.label}: {piece.label}")
+            if first.sha256 != piece.sha256:
+                raise VerificationError(
+                    f"{self.label}: {piece.label} does not match the SHA-256 its index gives: the piece was "
+                    "damaged or altered; nothing of it was sent, the upload was aborted and nothing was "
+                    "committed"
+                )
+        return first
+
+    def complete(self) -> None:
+        etags = {n: f'"{e}"' for n, e in self.etags.items()}
+        try:
+            complete_upload(self.store.client, self.store.bucket, self.key, self.upload_id, etags)
+        except Exception as e:  # noqa: BLE001
+            raise s3_error(e, f"completing the upload of {self.key}") from None
 
 
 def _abort(store: S3Store, key: str, upload_id: str) -> None:
@@ -308,23 +340,25 @@ def _abort(store: S3Store, key: str, upload_id: str) -> None:
 
 
 def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, body: VerifiedBody, md5: str) -> str:
-    def attempt() -> Any:
+    def attempt() -> UploadPartOutputTypeDef:
         body.seek(0)  # every attempt sends (and checks) the piece from its start
-        return store.client.upload_part(  # type: ignore[attr-defined]
+        return store.client.upload_part(
             Bucket=store.bucket,
             Key=key,
             UploadId=upload_id,
             PartNumber=piece.number,
-            Body=body,
+            # botocore reads, seeks and tells like on any file; the stubs name typing.IO, which
+            # io.RawIOBase does not declare itself to be.
+            Body=cast(BinaryIO, body),
             ContentLength=piece.size,
         )
 
     try:
-        r = _ride_out_outage(attempt)
+        r = ride_out_outage(attempt)
     except BlockChanged as e:
         raise VerificationError(str(e)) from None
     except Exception as e:  # noqa: BLE001
-        raise _s3_error(e, f"uploading {piece.label} to {key}") from None
+        raise s3_error(e, f"uploading {piece.label} to {key}") from None
     etag = _etag(r.get("ETag"))
     if _MD5.match(etag) and etag != md5:
         raise VerificationError(f"the store received other bytes for {piece.label} than were read (its ETag differs)")
@@ -332,14 +366,9 @@ def _upload_part(store: S3Store, key: str, upload_id: str, piece: PieceSource, b
 
 
 def _list_parts(store: S3Store, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
-    parts: dict[int, tuple[int, str]] = {}
-    pages = store.client.get_paginator("list_parts").paginate(  # type: ignore[attr-defined]
-        Bucket=store.bucket, Key=key, UploadId=upload_id
-    )
-    for page in pages:
-        for p in page.get("Parts", []):
-            parts[int(p["PartNumber"])] = (int(p["Size"]), _etag(p.get("ETag")))
-    return parts
+    """The parts an upload holds: number -> (size, ETag without its quotes)."""
+    listed = list_parts(store.client, store.bucket, key, upload_id)
+    return {n: (size, _etag(etag)) for n, (size, etag) in listed.items()}
 
 
 def _resume_or_start(
@@ -366,7 +395,6 @@ def _resume_or_start(
             log(f"{label}: resuming an interrupted upload ({len(parts)} of {len(pieces)} part(s) already there)")
             return newest.upload_id, parts
     try:
-        r = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # type: ignore[attr-defined]
+        return start_upload(store.client, store.bucket, key), {}
     except Exception as e:  # noqa: BLE001
-        raise _s3_error(e, f"starting the upload of {key}") from None
-    return r["UploadId"], {}
+        raise s3_error(e, f"starting the upload of {key}") from None
