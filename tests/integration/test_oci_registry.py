@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.offline.oci import (
+from offline_bundle.offline.oci.registry import (
     REF_NAME,
     REPOSITORY_ANNOTATION,
     ImageRef,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import BundleError
-from offline_bundle.offline.remote import (
+from offline_bundle.offline.remote.http import (
     Downloader,
     RemoteError,
     asset_request,
@@ -444,7 +444,7 @@ def test_github_no_matching_release(github: dict, https: HttpsFileServer) -> Non
 def test_progress_lines_and_no_credentials_in_them(
     https: HttpsFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import offline_bundle.offline.remote as remote
+    import offline_bundle.offline.remote.http as remote
 
     monkeypatch.setattr(remote, "PROGRESS_BYTES", 256 * 1024)
     body = payload(MiB, b"progress")

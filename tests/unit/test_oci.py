@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.offline.oci import (
+from offline_bundle.offline.oci.registry import (
     DOCKER_HUB,
     INDEX_DIGEST_ANNOTATION,
     REF_NAME,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.offline.remote import (
+from offline_bundle.offline.remote.http import (
     Asset,
     RemoteError,
     _assets,

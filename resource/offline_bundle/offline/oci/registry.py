@@ -43,7 +43,7 @@ import requests
 
 from offline_bundle.core.progress import human
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.offline.remote import sha256_file
+from offline_bundle.offline.remote.http import sha256_file
 
 Log = Callable[[str], None]
 

@@ -1,0 +1,1 @@
+"""The connected side's clients: HTTPS downloads, git repositories and GitHub releases."""
