@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from offline_bundle.offline.oci.registry import (
+from offline_bundle.offline.oci.publish import publish_images
+from offline_bundle.offline.oci.reference import (
     REF_NAME,
     REPOSITORY_ANNOTATION,
     ImageRef,
-    RegistryClient,
     RegistryError,
     parse_image_ref,
-    publish_images,
 )
+from offline_bundle.offline.oci.registry import RegistryClient
 from tests.support.needs import require
 from tests.support.registry import (
     REGISTRY_BIN,

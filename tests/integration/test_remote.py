@@ -18,15 +18,10 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import BundleError
-from offline_bundle.offline.remote.http import (
-    Downloader,
-    RemoteError,
-    asset_request,
-    git_archive,
-    git_read_file,
-    git_resolve,
-    github_release_assets,
-)
+from offline_bundle.offline.remote.common import RemoteError
+from offline_bundle.offline.remote.git import git_archive, git_read_file, git_resolve
+from offline_bundle.offline.remote.github import asset_request, github_release_assets
+from offline_bundle.offline.remote.http import Downloader
 from tests.support.gitrepo import GitRepo, make_repo
 from tests.support.https_server import ForwardProxy, HttpsFileServer, Route
 

@@ -12,23 +12,19 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.offline.oci.registry import (
+from offline_bundle.offline.oci.auth import is_loopback, load_docker_credentials, parse_challenges
+from offline_bundle.offline.oci.layout import read_oci_archive_manifest, write_oci_archive
+from offline_bundle.offline.oci.reference import (
     DOCKER_HUB,
     INDEX_DIGEST_ANNOTATION,
     REF_NAME,
     ImageRef,
-    RegistryClient,
     RegistryError,
-    is_loopback,
-    load_docker_credentials,
-    parse_challenges,
     parse_image_ref,
-    plan_rootfs,
-    read_oci_archive_manifest,
     split_registry,
-    write_oci_archive,
-    write_rootfs_tarball,
 )
+from offline_bundle.offline.oci.registry import RegistryClient
+from offline_bundle.offline.oci.rootfs import plan_rootfs, write_rootfs_tarball
 from tests.support.registry import (
     Entry,
     file,

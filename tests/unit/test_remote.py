@@ -8,23 +8,18 @@ from pathlib import Path
 import pytest
 
 from offline_bundle.errors import ConfigError
-from offline_bundle.offline.remote.http import (
-    Asset,
+from offline_bundle.offline.remote.common import (
     RemoteError,
-    _assets,
-    backoff_delay,
     check_scheme,
-    choose_release,
-    git_env,
-    github_headers,
     is_loopback,
     normalise_sha256,
-    parse_content_range,
     redact_uri,
     redact_url,
     redact_url_in_text,
-    release_version,
 )
+from offline_bundle.offline.remote.git import git_env
+from offline_bundle.offline.remote.github import Asset, _assets, choose_release, github_headers, release_version
+from offline_bundle.offline.remote.http import backoff_delay, parse_content_range
 
 HEX = "ab" * 32
 

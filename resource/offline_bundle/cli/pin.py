@@ -10,7 +10,8 @@ from offline_bundle.core.log import Log, Redactor
 from offline_bundle.errors import ConfigError
 from offline_bundle.lint.pipeline import load_params
 from offline_bundle.offline.fetch import FetchOptions, fetch_lock, parse_part_spec
-from offline_bundle.offline.oci.registry import RegistryClient, publish_images
+from offline_bundle.offline.oci.publish import publish_images
+from offline_bundle.offline.oci.registry import RegistryClient
 from offline_bundle.offline.pin import LiveResolvers, PinOptions, Vars, load_lock, pin_files
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from offline_bundle.core.names import check_part_name
 from offline_bundle.errors import BundleError, ConfigError
 from offline_bundle.offline.pin import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, Vars, load_lock
-from offline_bundle.offline.remote.http import sha256_file
+from offline_bundle.offline.remote.common import sha256_file
 
 Log = Callable[[str], None]
 PARTS_FILE = "parts.json"
@@ -171,7 +171,7 @@ class Fetcher:
         return FetchResult(fetched, skipped, parts)
 
     def _image(self, entry: Entry, work: Path) -> dict[str, str]:
-        from offline_bundle.offline.oci.registry import parse_image_ref
+        from offline_bundle.offline.oci.reference import parse_image_ref
 
         f = entry.fields
         ref = parse_image_ref(str(f["repository"]), tag=f.get("tag")).with_digest(str(f["digest"]))
@@ -189,7 +189,7 @@ class Fetcher:
         return written
 
     def _git(self, entry: Entry, work: Path) -> dict[str, str]:
-        from offline_bundle.offline.remote.http import git_archive
+        from offline_bundle.offline.remote.git import git_archive
 
         f = entry.fields
         creds = self._credentials(entry)

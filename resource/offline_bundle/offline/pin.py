@@ -113,7 +113,7 @@ class LiveResolvers:
         self._commits: dict[tuple[str, str | None], str] = {}
 
     def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity:
-        from offline_bundle.offline.oci.registry import parse_image_ref
+        from offline_bundle.offline.oci.reference import parse_image_ref
 
         key = (reference, tag, digest)
         if key not in self._images:
@@ -130,7 +130,7 @@ class LiveResolvers:
         return self._images[key]
 
     def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str:
-        from offline_bundle.offline.remote.http import git_resolve
+        from offline_bundle.offline.remote.git import git_resolve
 
         key = (uri, ref)
         if key not in self._commits:
@@ -138,12 +138,12 @@ class LiveResolvers:
         return self._commits[key]
 
     def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes:
-        from offline_bundle.offline.remote.http import git_read_file
+        from offline_bundle.offline.remote.git import git_read_file
 
         return git_read_file(uri, commit, path, cache_dir=self.cache_dir, **_key_arg(private_key))
 
     def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]:
-        from offline_bundle.offline.remote.http import github_release_assets
+        from offline_bundle.offline.remote.github import github_release_assets
 
         release_tag, assets = github_release_assets(source, tag=tag, ca_bundle=self.ca_bundle, log=self.log)
         return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256, a.api_url) for a in assets]

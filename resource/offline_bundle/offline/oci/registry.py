@@ -1,4 +1,4 @@
-"""Container images from an OCI/Docker registry into files, and from those files into another registry.
+"""The registry client: images from an OCI/Docker registry into files, and from those files into another registry.
 
 Why our own client rather than shelling out to skopeo: the connected side must verify the SHA-256 of
 every manifest and blob while it streams (a registry or a proxy that serves other bytes is refused
@@ -20,21 +20,14 @@ caller lists as insecure. Credentials and tokens are never logged or put in a me
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import gzip
 import hashlib
-import io
-import ipaddress
-import json
 import os
 import re
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
@@ -42,301 +35,47 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from offline_bundle.core.progress import human
-from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.offline.remote.http import sha256_file
-
-Log = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-class RegistryError(BundleError):
-    """A registry refused a request, or served bytes that do not match their digest."""
-
-
-DEFAULT_PLATFORM = "linux/amd64"
-DOCKER_HUB = "registry-1.docker.io"
-_DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
-GZIP_LAYERS = (
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+from offline_bundle.errors import ConfigError
+from offline_bundle.offline.oci.auth import (
+    Credentials,
+    docker_config_path,
+    hostname,
+    is_loopback,
+    load_docker_credentials,
+    parse_challenges,
 )
-REF_NAME = "org.opencontainers.image.ref.name"
-REPOSITORY_ANNOTATION = "io.offline-bundle.repository"
-INDEX_DIGEST_ANNOTATION = "io.offline-bundle.index-digest"
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+from offline_bundle.offline.oci.layout import (
+    MAX_JSON_BYTES,
+    json_object,
+    read_oci_archive_manifest,
+    sha256_digest,
+    write_oci_archive,
+)
+from offline_bundle.offline.oci.reference import (
+    ACCEPT,
+    DEFAULT_PLATFORM,
+    DIGEST_RE,
+    GZIP_LAYERS,
+    INDEX_DIGEST_ANNOTATION,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    REF_NAME,
+    REPOSITORY_ANNOTATION,
+    ImageRef,
+    RegistryError,
+    ResolvedImage,
+    SavedImage,
+)
+from offline_bundle.offline.oci.rootfs import write_rootfs_tarball
+from offline_bundle.offline.remote.common import Log, quiet, sha256_file
 
 CHUNK = 1 << 20
 # Blob reads: a connection that breaks loses the chunk being read, so keep it small enough that a
 # resume repeats little (and large enough that the per-chunk overhead stays invisible).
 READ_CHUNK = 64 << 10
-MAX_JSON_BYTES = 4 << 20  # manifests and configs; distribution itself refuses manifests over 4 MiB
 PROGRESS_EVERY = 5.0
 TIMEOUT = (15, 120)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-
-# -- references -------------------------------------------------------------------------------
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    registry: str  # "registry-1.docker.io" for Docker Hub names; "127.0.0.1:5000"
-    repository: str  # "library/busybox" (Docker Hub short names get "library/")
-    tag: str | None
-    digest: str | None  # "sha256:<64 hex>"
-
-    def __str__(self) -> str:
-        text = f"{self.registry}/{self.repository}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-    @property
-    def name(self) -> str:
-        """``host/repository``, without tag or digest."""
-        return f"{self.registry}/{self.repository}"
-
-    def with_digest(self, digest: str) -> ImageRef:
-        if not _DIGEST_RE.fullmatch(digest):
-            raise ConfigError(f"{self.name}: {digest!r} is not a sha256 digest")
-        return replace(self, digest=digest)
-
-
-def _looks_like_host(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
-
-
-def parse_image_ref(text: str, *, tag: str | None = None) -> ImageRef:
-    """``busybox``, ``docker.io/library/busybox:1.36``, ``127.0.0.1:5000/a/b@sha256:…`` -> ImageRef.
-
-    ``tag`` is the separate tag of a Concourse ``registry-image`` source (``repository`` + ``tag``);
-    it may not contradict a tag written in ``text``. No tag and no digest means ``latest``.
-    """
-    original = text
-    text = text.strip()
-    if not text:
-        raise ConfigError("an image reference is empty")
-    digest: str | None = None
-    if "@" in text:
-        text, digest = text.split("@", 1)
-        if not _DIGEST_RE.fullmatch(digest):
-            raise ConfigError(f"image {original!r}: {digest!r} is not a sha256:<64 lowercase hex> digest")
-    registry = DOCKER_HUB
-    first, sep, rest = text.partition("/")
-    if sep and _looks_like_host(first):
-        if not _HOST_RE.fullmatch(first):
-            raise ConfigError(f"image {original!r}: {first!r} is not a registry host")
-        registry = DOCKER_HUB if first.lower() in _DOCKER_HUB_ALIASES else first
-        text = rest
-    written_tag: str | None = None
-    last_slash = text.rfind("/")
-    colon = text.rfind(":")
-    if colon > last_slash:
-        text, written_tag = text[:colon], text[colon + 1 :]
-        if not _TAG_RE.fullmatch(written_tag):
-            raise ConfigError(f"image {original!r}: {written_tag!r} is not a valid tag")
-    if tag is not None:
-        tag = str(tag)
-        if not _TAG_RE.fullmatch(tag):
-            raise ConfigError(f"image {original!r}: tag {tag!r} is not a valid tag")
-        if written_tag is not None and written_tag != tag:
-            raise ConfigError(f"image {original!r}: tag {tag!r} contradicts the tag {written_tag!r} in the reference")
-        written_tag = tag
-    if not _REPOSITORY_RE.fullmatch(text):
-        raise ConfigError(
-            f"image {original!r}: repository {text!r} is not valid (lowercase letters, digits, separators . _ - /)"
-        )
-    if registry == DOCKER_HUB and "/" not in text:
-        text = f"library/{text}"
-    if len(f"{registry}/{text}") > 255:
-        raise ConfigError(f"image {original!r}: the name is longer than 255 characters")
-    if written_tag is None and digest is None:
-        written_tag = "latest"
-    return ImageRef(registry=registry, repository=text, tag=written_tag, digest=digest)
-
-
-# -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    ref: ImageRef  # as asked (tag kept)
-    index_digest: str | None  # digest of the manifest list / OCI index, when the reference names one
-    digest: str  # digest of the platform's image manifest
-    media_type: str  # of that manifest
-    size: int  # of that manifest
-
-
-@dataclass(frozen=True)
-class SavedImage:
-    resolved: ResolvedImage
-    oci_archive: Path  # OCI image layout as a tar (skopeo reads it as oci-archive:PATH)
-    rootfs_tarball: Path | None  # gzip tar of rootfs/ + metadata.json ({"env": [...], "user": "..."})
-    sha256: dict[str, str]  # file name -> SHA-256 of the files written
-
-
-# -- WWW-Authenticate -------------------------------------------------------------------------
-
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_CHALLENGE_PART = re.compile(rf'\s*(?:({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)|({_TOKEN}))\s*,?')
-
-
-def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
-    """``Bearer realm="…",service="…",scope="…"`` (possibly several challenges) -> [(scheme, params)].
-
-    The scheme is lower-cased, parameter names too; quoted values are unescaped.
-    """
-    challenges: list[tuple[str, dict[str, str]]] = []
-    pos = 0
-    while pos < len(header):
-        m = _CHALLENGE_PART.match(header, pos)
-        if not m or m.end() == pos:
-            break
-        pos = m.end()
-        key, value, scheme = m.group(1), m.group(2), m.group(3)
-        if scheme is not None:
-            challenges.append((scheme.lower(), {}))
-            # A scheme may be directly followed (after a space) by its first parameter.
-            continue
-        if not challenges:
-            continue
-        if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        challenges[-1][1][key.lower()] = value
-    return challenges
-
-
-# -- Docker config.json -----------------------------------------------------------------------
-
-
-def _config_host(key: str) -> str:
-    """An ``auths`` key (``https://index.docker.io/v1/``, ``host:5000``, ``http://host/v2/``) -> host."""
-    if "://" in key:
-        key = key.split("://", 1)[1]
-    host = key.split("/", 1)[0].lower()
-    return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
-
-
-@dataclass(frozen=True)
-class _Credentials:
-    username: str
-    password: str
-
-    def basic(self) -> str:
-        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-
-
-def docker_config_path(explicit: Path | None = None) -> Path:
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("DOCKER_CONFIG")
-    if env:
-        return Path(env) / "config.json"
-    return Path.home() / ".docker" / "config.json"
-
-
-def load_docker_credentials(path: Path) -> tuple[dict[str, _Credentials], dict[str, str]]:
-    """(host -> credentials, host -> why there are none usable) from a Docker ``config.json``.
-
-    A missing file means anonymous. The second map explains registries whose entry cannot be used
-    (a credential helper, an identity token), so a refusal can say why instead of "unauthorized".
-    """
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}, {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Docker config {path}: cannot read it as JSON ({type(exc).__name__})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"Docker config {path}: not a JSON object")
-    creds: dict[str, _Credentials] = {}
-    unusable: dict[str, str] = {}
-    helpers = doc.get("credHelpers") or {}
-    if isinstance(helpers, dict):
-        for key, helper in helpers.items():
-            unusable[_config_host(str(key))] = (
-                f"{path} names credential helper docker-credential-{helper} for it; "
-                "credential helpers are not supported, put the login in auths"
-            )
-    for key, entry in (doc.get("auths") or {}).items():
-        if not isinstance(entry, dict):
-            continue
-        host = _config_host(str(key))
-        user = entry.get("username")
-        password = entry.get("password")
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
-            except ValueError:
-                raise ConfigError(f"Docker config {path}: auths.{key}.auth is not base64 of user:password") from None
-        if user and password is not None:
-            creds[host] = _Credentials(str(user), str(password))
-        elif entry.get("identitytoken"):
-            unusable.setdefault(host, f"{path} has only an identity token for it, which is not supported")
-    store = doc.get("credsStore")
-    if store:
-        unusable.setdefault(
-            "*", f"{path} uses credential store docker-credential-{store}; credential helpers are not supported"
-        )
-    return creds, unusable
-
-
-# -- hosts ------------------------------------------------------------------------------------
-
-
-def _hostname(registry: str) -> str:
-    if registry.startswith("["):
-        return registry[1 : registry.index("]")]
-    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-
-
-def is_loopback(registry: str) -> bool:
-    host = _hostname(registry).lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# -- streaming helpers -------------------------------------------------------------------------
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only file that hashes what passes through it on its way to ``target``."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self._target = target
-        self.hash = hashlib.sha256()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.hash.update(view)
-        self._target.write(view)
-        return len(view)
 
 
 class _UploadBody:
@@ -361,24 +100,6 @@ class _UploadBody:
         return data
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise RegistryError(f"{what} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise RegistryError(f"{what} is not a JSON object")
-    return doc
-
-
-def _canonical_json(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
 def _parse_platform(text: str) -> tuple[str, str, str | None]:
     parts = text.split("/")
     if len(parts) not in (2, 3) or not all(parts):
@@ -391,9 +112,6 @@ def _platform_text(p: dict[str, Any]) -> str:
     return f"{text}/{p['variant']}" if p.get("variant") else text
 
 
-# -- the client -------------------------------------------------------------------------------
-
-
 class RegistryClient:
     """Registry HTTP API v2: resolve references, save images to files, push saved images."""
 
@@ -403,13 +121,13 @@ class RegistryClient:
         insecure_registries: Iterable[str] = (),
         docker_config: Path | None = None,
         session: requests.Session | None = None,
-        log: Log = _quiet,
+        log: Log = quiet,
         retries: int = 5,
         platform: str = DEFAULT_PLATFORM,
     ) -> None:
         self._insecure = {r.lower() for r in insecure_registries}
         self._config_path = docker_config_path(docker_config)
-        self._creds: tuple[dict[str, _Credentials], dict[str, str]] | None = None
+        self._creds: tuple[dict[str, Credentials], dict[str, str]] | None = None
         self._session = session or requests.Session()
         self._log = log
         self._retries = max(1, retries)
@@ -424,7 +142,7 @@ class RegistryClient:
 
     def plain_http_allowed(self, registry: str) -> bool:
         """Loopback hosts and the registries the caller listed as insecure may be spoken to over HTTP."""
-        return is_loopback(registry) or registry.lower() in self._insecure or _hostname(registry) in self._insecure
+        return is_loopback(registry) or registry.lower() in self._insecure or hostname(registry) in self._insecure
 
     def _base(self, registry: str) -> str:
         """``https://host`` — or, where plain HTTP is allowed and HTTPS does not answer, ``http://host``.
@@ -442,12 +160,12 @@ class RegistryClient:
             self._schemes[registry] = scheme
         return f"{self._schemes[registry]}://{registry}"
 
-    def _credentials(self, registry: str) -> tuple[_Credentials | None, str]:
+    def _credentials(self, registry: str) -> tuple[Credentials | None, str]:
         if self._creds is None:
             self._creds = load_docker_credentials(self._config_path)
         creds, unusable = self._creds
         key = registry.lower()
-        found = creds.get(key) or creds.get(_hostname(key))
+        found = creds.get(key) or creds.get(hostname(key))
         why = unusable.get(key) or unusable.get("*") or f"{self._config_path} has no login for it"
         return found, why
 
@@ -607,10 +325,10 @@ class RegistryClient:
         if resp.status_code != 200:
             raise self._fail(resp, what)
         data = self._read_limited(resp, what)
-        digest = _sha(data)
+        digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"{what}: the registry served a manifest whose digest is {digest}")
-        doc = _json(data, what)
+        doc = json_object(data, what)
         media_type = doc.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0].strip()
         if doc.get("schemaVersion") == 1:
             raise RegistryError(f"{what}: Docker schema 1 manifests are not supported")
@@ -626,10 +344,10 @@ class RegistryClient:
         data, media_type, digest = self._get_manifest(ref, reference)
         if media_type in MANIFEST_TYPES:
             return ResolvedImage(ref=ref, index_digest=None, digest=digest, media_type=media_type, size=len(data))
-        doc = _json(data, f"index {ref}")
+        doc = json_object(data, f"index {ref}")
         chosen = self._choose_platform(ref, doc)
         child_digest = str(chosen.get("digest", ""))
-        if not _DIGEST_RE.fullmatch(child_digest):
+        if not DIGEST_RE.fullmatch(child_digest):
             raise RegistryError(f"index {ref}: entry for {self._platform_text} has no sha256 digest")
         child, child_type, _ = self._get_manifest(ref, child_digest)
         if child_type not in MANIFEST_TYPES:
@@ -672,7 +390,7 @@ class RegistryClient:
             manifest_bytes, media_type, digest = self._get_manifest(ref, resolved.digest)
             if media_type not in MANIFEST_TYPES:
                 raise RegistryError(f"image {ref.name}@{resolved.digest}: not an image manifest ({media_type})")
-            manifest = _json(manifest_bytes, f"manifest {ref.name}@{digest}")
+            manifest = json_object(manifest_bytes, f"manifest {ref.name}@{digest}")
             config_desc, layers = self._check_manifest(ref, manifest)
             blobs = tmp / "blobs"
             blobs.mkdir()
@@ -680,7 +398,7 @@ class RegistryClient:
             self._log(f"{ref}: pulling {len(layers)} layer(s), {human(total)}")
             for desc in [config_desc, *layers]:
                 self._fetch_blob(ref, desc["digest"], int(desc["size"]), blobs / desc["digest"][7:])
-            config = _json((blobs / config_desc["digest"][7:]).read_bytes(), f"config {config_desc['digest']}")
+            config = json_object((blobs / config_desc["digest"][7:]).read_bytes(), f"config {config_desc['digest']}")
             tag_or_digest = ref.tag or ref.digest or resolved.digest
             annotations = {REF_NAME: tag_or_digest, REPOSITORY_ANNOTATION: ref.name}
             if resolved.index_digest:
@@ -725,7 +443,7 @@ class RegistryClient:
         what = f"image {ref}"
 
         def descriptor(d: Any, role: str) -> dict[str, Any]:
-            if not isinstance(d, dict) or not _DIGEST_RE.fullmatch(str(d.get("digest", ""))):
+            if not isinstance(d, dict) or not DIGEST_RE.fullmatch(str(d.get("digest", ""))):
                 raise RegistryError(f"{what}: {role} has no sha256 digest")
             if not isinstance(d.get("size"), int) or d["size"] < 0:
                 raise RegistryError(f"{what}: {role} {d['digest']} has no size")
@@ -818,7 +536,7 @@ class RegistryClient:
             digest = descriptor["digest"]
             if target.digest and target.digest != digest:
                 raise RegistryError(f"{oci_archive}: holds {digest}, not the {target.digest} asked for")
-            manifest = _json(manifest_bytes, f"manifest {digest} in {oci_archive}")
+            manifest = json_object(manifest_bytes, f"manifest {digest} in {oci_archive}")
             config, layers = self._check_manifest(target, manifest)
             base = f"{self._base(target.registry)}/v2/{target.repository}"
             for desc in [config, *layers]:
@@ -912,275 +630,3 @@ class RegistryClient:
                 self._sleep(failures - 1)
                 continue
             raise self._fail(resp, what)
-
-
-# -- OCI layout archives ----------------------------------------------------------------------
-
-
-def _tar_info(name: str, size: int, *, directory: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = 0 if directory else size
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o755 if directory else 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def write_oci_archive(path: Path, descriptor: dict[str, Any], blobs: Path) -> str:
-    """An OCI image layout with one manifest as a deterministic tar; returns its SHA-256.
-
-    Members sorted, mtime 0, owner 0:0, so the same image always gives the same bytes.
-    """
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}
-    with path.open("wb") as raw:
-        writer = _HashingWriter(raw)
-        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            tar.addfile(_tar_info("blobs/", 0, directory=True))
-            tar.addfile(_tar_info("blobs/sha256/", 0, directory=True))
-            for blob in sorted(blobs.iterdir()):
-                with blob.open("rb") as f:
-                    tar.addfile(_tar_info(f"blobs/sha256/{blob.name}", blob.stat().st_size), f)
-            for name, data in (("index.json", _canonical_json(index)), ("oci-layout", OCI_LAYOUT)):
-                tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
-        return writer.hash.hexdigest()
-
-
-def read_oci_archive_manifest(tar: tarfile.TarFile, archive: Path) -> tuple[dict[str, Any], bytes]:
-    """The single manifest descriptor of an OCI archive's index.json and the manifest's verified bytes."""
-
-    def member_bytes(name: str) -> bytes:
-        try:
-            member = tar.getmember(name)
-        except KeyError:
-            raise RegistryError(f"{archive}: not an OCI archive (no {name})") from None
-        if member.size > MAX_JSON_BYTES:
-            raise RegistryError(f"{archive}: {name} is too large")
-        f = tar.extractfile(member)
-        if f is None:
-            raise RegistryError(f"{archive}: {name} is not a file")
-        return f.read()
-
-    index = _json(member_bytes("index.json"), f"{archive}: index.json")
-    manifests = index.get("manifests") or []
-    if len(manifests) != 1:
-        raise RegistryError(f"{archive}: index.json lists {len(manifests)} manifests, expected 1")
-    descriptor = manifests[0]
-    digest = str(descriptor.get("digest", ""))
-    if not _DIGEST_RE.fullmatch(digest) or descriptor.get("mediaType") not in MANIFEST_TYPES:
-        raise RegistryError(f"{archive}: index.json's manifest is not a sha256 image manifest")
-    data = member_bytes(f"blobs/sha256/{digest[7:]}")
-    if _sha(data) != digest:
-        raise RegistryError(f"{archive}: manifest {digest} does not match its digest")
-    return descriptor, data
-
-
-# -- rootfs -----------------------------------------------------------------------------------
-
-_WHITEOUT = ".wh."
-_OPAQUE = ".wh..wh..opq"
-_KEEP_PAX = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
-
-
-def _normalize(name: str, layer: Path) -> str:
-    """A layer member name -> a relative path ("" for the root); refuses names that climb out."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise RegistryError(f"layer {layer.name}: member {name!r} points outside the root")
-    return "/".join(parts)
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    while "/" in path:
-        path = path.rsplit("/", 1)[0]
-        yield path
-
-
-def _layer_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    try:
-        with tarfile.open(path, mode="r|gz") as tar:
-            for member in tar:
-                yield tar, member
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise RegistryError(f"layer sha256:{path.name}: not a gzip tar ({type(exc).__name__})") from None
-
-
-def plan_rootfs(layers: Sequence[Path]) -> tuple[dict[str, tuple[int, int, bool]], dict[str, tarfile.TarInfo]]:
-    """Which (layer, member) provides each visible path once the layers are applied in order.
-
-    Layers are read top-down: a path taken by a higher layer hides it below; ``.wh.NAME`` hides NAME
-    (and what is under it) in lower layers, ``.wh..wh..opq`` hides everything below its folder in
-    lower layers; a non-folder in a higher layer hides a lower layer's folder of that name with its
-    contents. Within one layer the last member of a name wins (tar semantics).
-    Returns path -> (layer, member number, is folder) and the winning folders' headers.
-    """
-    final: dict[str, tuple[int, int, bool]] = {}
-    folders: dict[str, tarfile.TarInfo] = {}
-    deleted: set[str] = set()
-    opaque: set[str] = set()
-    for li in range(len(layers) - 1, -1, -1):
-        new_deleted: set[str] = set()
-        new_opaque: set[str] = set()
-        for mi, (_, member) in enumerate(_layer_members(layers[li])):
-            path = _normalize(member.name, layers[li])
-            base = path.rsplit("/", 1)[-1]
-            parent = path.rsplit("/", 1)[0] if "/" in path else ""
-            if base == _OPAQUE:
-                new_opaque.add(parent)
-                continue
-            if base.startswith(_WHITEOUT):
-                if not base.startswith(".wh..wh."):  # other .wh..wh. names are aufs bookkeeping
-                    new_deleted.add(f"{parent}/{base[len(_WHITEOUT) :]}" if parent else base[len(_WHITEOUT) :])
-                continue
-            if not path:
-                continue  # the root folder itself is written once, as rootfs/
-            held = final.get(path)
-            if held is not None and held[0] > li:
-                continue
-            if path in deleted or any(
-                a in deleted or a in opaque or (a in final and final[a][0] > li and not final[a][2])
-                for a in _ancestors(path)
-            ):
-                continue
-            if "" in opaque:
-                continue
-            final[path] = (li, mi, member.isdir())
-            if member.isdir():
-                folders[path] = member
-            else:
-                folders.pop(path, None)
-        deleted |= new_deleted
-        opaque |= new_opaque
-    return final, folders
-
-
-def _rootfs_info(member: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    for attr in ("size", "mtime", "mode", "type", "uid", "gid", "uname", "gname", "devmajor", "devminor"):
-        setattr(info, attr, getattr(member, attr))
-    info.mtime = int(member.mtime)
-    info.pax_headers = {k: v for k, v in member.pax_headers.items() if k.startswith(_KEEP_PAX)}
-    return info
-
-
-def write_rootfs_tarball(layers: Sequence[Path], out: IO[bytes], metadata: dict[str, Any], *, log: Log = _quiet) -> str:
-    """The layers applied in order as one gzip tar of ``rootfs/`` plus ``metadata.json``; returns its SHA-256.
-
-    Two passes over the (gzip) layers: the first decides which member wins each path
-    (``plan_rootfs``), the second copies the winners bottom-up so a hard link comes after its target.
-    Folders are written first, sorted, so a parent always precedes its children. Nothing is
-    extracted to disk and only member headers are kept in memory. Output is deterministic: gzip
-    mtime 0 and no file name, members in a fixed order, the layers' own headers.
-    """
-    final, folders = plan_rootfs(layers)
-    writer = _HashingWriter(out)
-    with (
-        gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=6) as gz,  # type: ignore[arg-type]
-        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,  # type: ignore[call-overload]
-    ):
-        meta = json.dumps(metadata, sort_keys=True).encode()
-        tar.addfile(_tar_info("metadata.json", len(meta)), io.BytesIO(meta))
-        tar.addfile(_tar_info("rootfs/", 0, directory=True))
-        # Layers often leave out folders (a layer with only usr/bin/x): write them anyway, 0755 root,
-        # so extraction never has to guess; never over a link or file that holds that name.
-        implied = {a for p in final for a in _ancestors(p) if a not in final}
-        for path in sorted(set(folders) | implied):
-            if path in folders:
-                tar.addfile(_rootfs_info(folders[path], f"rootfs/{path}"))
-            else:
-                tar.addfile(_tar_info(f"rootfs/{path}", 0, directory=True))
-        written: set[str] = set()
-        deferred: list[tuple[tarfile.TarInfo, str]] = []
-        for li, layer in enumerate(layers):
-            for mi, (src, member) in enumerate(_layer_members(layer)):
-                if member.isdir():
-                    continue
-                path = _normalize(member.name, layer)
-                if final.get(path) != (li, mi, False):
-                    continue
-                info = _rootfs_info(member, f"rootfs/{path}")
-                if member.islnk() or member.issym():
-                    info.linkname = member.linkname
-                if member.islnk():
-                    target = _normalize(member.linkname, layer)
-                    info.linkname = f"rootfs/{target}"
-                    if target not in written:
-                        deferred.append((info, target))
-                        continue
-                if member.isreg():
-                    info.type = tarfile.REGTYPE
-                    with contextlib.closing(src.extractfile(member)) as data:  # type: ignore[type-var]
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
-                written.add(path)
-        for info, target in deferred:
-            if target in written:
-                tar.addfile(info)
-            else:
-                log(f"rootfs: hard link {info.name} dropped, its target {target} is not in the final image")
-    return writer.hash.hexdigest()
-
-
-# -- publishing ---------------------------------------------------------------------------------
-
-
-def split_registry(registry: str) -> tuple[str, str]:
-    """``HOST[:PORT][/PREFIX]`` -> (host, prefix)."""
-    host, _, prefix = registry.strip().strip("/").partition("/")
-    if not (host and _HOST_RE.fullmatch(host) and _looks_like_host(host)):
-        raise ConfigError(f"registry {registry!r}: expected HOST[:PORT][/PREFIX] with a dotted host or a port")
-    if prefix and not _REPOSITORY_RE.fullmatch(prefix):
-        raise ConfigError(f"registry {registry!r}: prefix {prefix!r} is not a valid repository path")
-    return host, prefix
-
-
-def _is_saved_archive(path: Path) -> bool:
-    """``*.oci.tar``, or any ``*.tar`` that starts as ``save`` writes one (a ``blobs/`` folder first).
-
-    The second form lets a bundle carry archives under other names (``image.tar``) without opening
-    every other tar of the bundle: only its first 512-byte header is read.
-    """
-    if path.name.endswith(".oci.tar"):
-        return True
-    try:
-        with path.open("rb") as f:
-            header = f.read(512)
-    except OSError:
-        return False
-    return len(header) == 512 and header[:100].rstrip(b"\0") == b"blobs/"
-
-
-def publish_images(exploded_dir: Path, registry: str, *, client: RegistryClient, log: Log) -> list[tuple[str, str]]:
-    """Push every OCI archive ``save`` wrote under ``exploded_dir`` to ``registry`` (``HOST[:PORT]/PREFIX``).
-
-    Archives are ``*.oci.tar`` files and other ``*.tar`` files that begin like one (see
-    ``_is_saved_archive``).
-
-    Each goes to ``<registry>/<its original repository path>``, by digest and by its tag when it has
-    one. Returns (target reference, digest) for each archive, in path order.
-    """
-    host, prefix = split_registry(registry)
-    archives = sorted(p for p in exploded_dir.rglob("*.tar") if p.is_file() and _is_saved_archive(p))
-    if not archives:
-        log(f"publish-images: no OCI archive under {exploded_dir}")
-    pushed: list[tuple[str, str]] = []
-    for archive in archives:
-        with tarfile.open(archive, "r:") as tar:
-            descriptor, _ = read_oci_archive_manifest(tar, archive)
-        annotations = descriptor.get("annotations") or {}
-        original = annotations.get(REPOSITORY_ANNOTATION)
-        if not original:
-            raise RegistryError(f"{archive}: index.json has no {REPOSITORY_ANNOTATION} annotation")
-        source = parse_image_ref(original + "@" + descriptor["digest"])
-        repository = f"{prefix}/{source.repository}" if prefix else source.repository
-        name = str(annotations.get(REF_NAME, ""))
-        tag = name if name and _TAG_RE.fullmatch(name) and not _DIGEST_RE.fullmatch(name) else None
-        target = ImageRef(registry=host, repository=repository, tag=tag, digest=descriptor["digest"])
-        if not _REPOSITORY_RE.fullmatch(repository):
-            raise ConfigError(f"{archive}: target repository {repository!r} is not valid")
-        log(f"publish-images: {archive.name} -> {target}")
-        digest = client.push(archive, target)
-        pushed.append((str(target), digest))
-    return pushed
