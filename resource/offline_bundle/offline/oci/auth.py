@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from offline_bundle.errors import ConfigError
 from offline_bundle.offline.oci.reference import DOCKER_HUB, DOCKER_HUB_ALIASES
@@ -102,26 +103,32 @@ def load_docker_credentials(path: Path) -> tuple[dict[str, Credentials], dict[st
                 "credential helpers are not supported, put the login in auths"
             )
     for key, entry in (doc.get("auths") or {}).items():
-        if not isinstance(entry, dict):
-            continue
-        host = _config_host(str(key))
-        user = entry.get("username")
-        password = entry.get("password")
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
-            except ValueError:
-                raise ConfigError(f"Docker config {path}: auths.{key}.auth is not base64 of user:password") from None
-        if user and password is not None:
-            creds[host] = Credentials(str(user), str(password))
-        elif entry.get("identitytoken"):
-            unusable.setdefault(host, f"{path} has only an identity token for it, which is not supported")
+        if isinstance(entry, dict):
+            _read_auth(path, str(key), entry, creds, unusable)
     store = doc.get("credsStore")
     if store:
         unusable.setdefault(
             "*", f"{path} uses credential store docker-credential-{store}; credential helpers are not supported"
         )
     return creds, unusable
+
+
+def _read_auth(
+    path: Path, key: str, entry: dict[str, Any], creds: dict[str, Credentials], unusable: dict[str, str]
+) -> None:
+    """One ``auths`` entry into ``creds``, or into ``unusable`` when it holds only an identity token."""
+    host = _config_host(key)
+    user = entry.get("username")
+    password = entry.get("password")
+    if entry.get("auth"):
+        try:
+            user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
+        except ValueError:
+            raise ConfigError(f"Docker config {path}: auths.{key}.auth is not base64 of user:password") from None
+    if user and password is not None:
+        creds[host] = Credentials(str(user), str(password))
+    elif entry.get("identitytoken"):
+        unusable.setdefault(host, f"{path} has only an identity token for it, which is not supported")
 
 
 # -- hosts ------------------------------------------------------------------------------------

@@ -87,32 +87,10 @@ def parse_image_ref(text: str, *, tag: str | None = None) -> ImageRef:
     text = text.strip()
     if not text:
         raise ConfigError("an image reference is empty")
-    digest: str | None = None
-    if "@" in text:
-        text, digest = text.split("@", 1)
-        if not DIGEST_RE.fullmatch(digest):
-            raise ConfigError(f"image {original!r}: {digest!r} is not a sha256:<64 lowercase hex> digest")
-    registry = DOCKER_HUB
-    first, sep, rest = text.partition("/")
-    if sep and _looks_like_host(first):
-        if not _HOST_RE.fullmatch(first):
-            raise ConfigError(f"image {original!r}: {first!r} is not a registry host")
-        registry = DOCKER_HUB if first.lower() in DOCKER_HUB_ALIASES else first
-        text = rest
-    written_tag: str | None = None
-    last_slash = text.rfind("/")
-    colon = text.rfind(":")
-    if colon > last_slash:
-        text, written_tag = text[:colon], text[colon + 1 :]
-        if not TAG_RE.fullmatch(written_tag):
-            raise ConfigError(f"image {original!r}: {written_tag!r} is not a valid tag")
-    if tag is not None:
-        tag = str(tag)
-        if not TAG_RE.fullmatch(tag):
-            raise ConfigError(f"image {original!r}: tag {tag!r} is not a valid tag")
-        if written_tag is not None and written_tag != tag:
-            raise ConfigError(f"image {original!r}: tag {tag!r} contradicts the tag {written_tag!r} in the reference")
-        written_tag = tag
+    text, digest = _split_digest(text, original)
+    registry, text = _split_host(text, original)
+    text, written_tag = _split_tag(text, original)
+    written_tag = _merge_tag(written_tag, tag, original)
     if not REPOSITORY_RE.fullmatch(text):
         raise ConfigError(
             f"image {original!r}: repository {text!r} is not valid (lowercase letters, digits, separators . _ - /)"
@@ -124,6 +102,49 @@ def parse_image_ref(text: str, *, tag: str | None = None) -> ImageRef:
     if written_tag is None and digest is None:
         written_tag = "latest"
     return ImageRef(registry=registry, repository=text, tag=written_tag, digest=digest)
+
+
+def _split_digest(text: str, original: str) -> tuple[str, str | None]:
+    """``name@sha256:…`` -> (name, digest); (text, None) without one."""
+    if "@" not in text:
+        return text, None
+    text, digest = text.split("@", 1)
+    if not DIGEST_RE.fullmatch(digest):
+        raise ConfigError(f"image {original!r}: {digest!r} is not a sha256:<64 lowercase hex> digest")
+    return text, digest
+
+
+def _split_host(text: str, original: str) -> tuple[str, str]:
+    """(registry, the rest): a first component that looks like a host names the registry, else Docker Hub."""
+    first, sep, rest = text.partition("/")
+    if not (sep and _looks_like_host(first)):
+        return DOCKER_HUB, text
+    if not _HOST_RE.fullmatch(first):
+        raise ConfigError(f"image {original!r}: {first!r} is not a registry host")
+    return (DOCKER_HUB if first.lower() in DOCKER_HUB_ALIASES else first), rest
+
+
+def _split_tag(text: str, original: str) -> tuple[str, str | None]:
+    """``repository:tag`` -> (repository, tag); a colon before the last slash is not a tag's."""
+    colon = text.rfind(":")
+    if colon <= text.rfind("/"):
+        return text, None
+    text, tag = text[:colon], text[colon + 1 :]
+    if not TAG_RE.fullmatch(tag):
+        raise ConfigError(f"image {original!r}: {tag!r} is not a valid tag")
+    return text, tag
+
+
+def _merge_tag(written: str | None, given: str | None, original: str) -> str | None:
+    """The separate ``tag`` wins when the reference has none, and must agree with it when it has one."""
+    if given is None:
+        return written
+    given = str(given)
+    if not TAG_RE.fullmatch(given):
+        raise ConfigError(f"image {original!r}: tag {given!r} is not a valid tag")
+    if written is not None and written != given:
+        raise ConfigError(f"image {original!r}: tag {given!r} contradicts the tag {written!r} in the reference")
+    return given
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -99,6 +99,11 @@ class _UploadBody:
         self.hash.update(data)
         return data
 
+    @property
+    def whole(self) -> bool:
+        """Every byte of the region was read (and so hashed)."""
+        return self._left == 0
+
 
 def _parse_platform(text: str) -> tuple[str, str, str | None]:
     parts = text.split("/")
@@ -181,35 +186,7 @@ class RegistryClient:
         challenges = dict(parse_challenges(challenge))
         creds, why = self._credentials(registry)
         if "bearer" in challenges:
-            params = challenges["bearer"]
-            realm = params.get("realm")
-            if not realm:
-                raise RegistryError(f"{registry}: Bearer challenge without a realm")
-            parts = urlsplit(realm)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise RegistryError(f"{registry}: token realm {realm!r} is not an http(s) URL")
-            if parts.scheme == "http" and creds and not (is_loopback(parts.netloc) or parts.netloc in self._insecure):
-                raise RegistryError(f"{registry}: refusing to send credentials to plain-HTTP token realm {realm}")
-            scopes = [scope]
-            if params.get("scope") and params["scope"] not in scopes:
-                scopes.append(params["scope"])
-            query: list[tuple[str, str]] = [("scope", s) for s in scopes]
-            if params.get("service"):
-                query.insert(0, ("service", params["service"]))
-            auth = (creds.username, creds.password) if creds else None
-            resp = self._plain_get(realm, query, auth, f"{registry}: token request to {realm}")
-            if resp.status_code in (401, 403):
-                hint = "credentials refused" if creds else f"needs credentials: {why}"
-                raise RegistryError(f"{registry}: token request to {realm} refused (HTTP {resp.status_code}), {hint}")
-            if resp.status_code != 200:
-                raise RegistryError(f"{registry}: token request to {realm} failed (HTTP {resp.status_code})")
-            try:
-                doc = resp.json()
-                token = doc.get("token") or doc.get("access_token")
-            except ValueError:
-                token = None
-            if not token or not isinstance(token, str):
-                raise RegistryError(f"{registry}: token endpoint {realm} returned no token")
+            token = self._bearer_token(registry, scope, challenges["bearer"], creds, why)
             self._tokens[(registry, scope)] = f"Bearer {token}"
             return
         if "basic" in challenges:
@@ -221,6 +198,40 @@ class RegistryClient:
             return
         schemes = ", ".join(sorted(challenges)) or "none"
         raise RegistryError(f"{registry}: unsupported authentication (challenge schemes: {schemes})")
+
+    def _bearer_token(
+        self, registry: str, scope: str, params: dict[str, str], creds: Credentials | None, why: str
+    ) -> str:
+        """A token from the realm a Bearer challenge names, asked with the Basic login when there is one."""
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(f"{registry}: Bearer challenge without a realm")
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryError(f"{registry}: token realm {realm!r} is not an http(s) URL")
+        if parts.scheme == "http" and creds and not (is_loopback(parts.netloc) or parts.netloc in self._insecure):
+            raise RegistryError(f"{registry}: refusing to send credentials to plain-HTTP token realm {realm}")
+        scopes = [scope]
+        if params.get("scope") and params["scope"] not in scopes:
+            scopes.append(params["scope"])
+        query: list[tuple[str, str]] = [("scope", s) for s in scopes]
+        if params.get("service"):
+            query.insert(0, ("service", params["service"]))
+        auth = (creds.username, creds.password) if creds else None
+        resp = self._plain_get(realm, query, auth, f"{registry}: token request to {realm}")
+        if resp.status_code in (401, 403):
+            hint = "credentials refused" if creds else f"needs credentials: {why}"
+            raise RegistryError(f"{registry}: token request to {realm} refused (HTTP {resp.status_code}), {hint}")
+        if resp.status_code != 200:
+            raise RegistryError(f"{registry}: token request to {realm} failed (HTTP {resp.status_code})")
+        try:
+            doc = resp.json()
+            token = doc.get("token") or doc.get("access_token")
+        except ValueError:
+            token = None
+        if not token or not isinstance(token, str):
+            raise RegistryError(f"{registry}: token endpoint {realm} returned no token")
+        return token
 
     def _plain_get(self, url: str, params: list[tuple[str, str]], auth: Any, what: str) -> requests.Response:
         for attempt in range(self._retries):
@@ -387,38 +398,12 @@ class RegistryClient:
         dest_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest_dir, prefix=f".{basename}.", suffix=".partial"))
         try:
-            manifest_bytes, media_type, digest = self._get_manifest(ref, resolved.digest)
-            if media_type not in MANIFEST_TYPES:
-                raise RegistryError(f"image {ref.name}@{resolved.digest}: not an image manifest ({media_type})")
-            manifest = json_object(manifest_bytes, f"manifest {ref.name}@{digest}")
-            config_desc, layers = self._check_manifest(ref, manifest)
             blobs = tmp / "blobs"
             blobs.mkdir()
-            total = sum(int(d["size"]) for d in [config_desc, *layers])
-            self._log(f"{ref}: pulling {len(layers)} layer(s), {human(total)}")
-            for desc in [config_desc, *layers]:
-                self._fetch_blob(ref, desc["digest"], int(desc["size"]), blobs / desc["digest"][7:])
-            config = json_object((blobs / config_desc["digest"][7:]).read_bytes(), f"config {config_desc['digest']}")
-            tag_or_digest = ref.tag or ref.digest or resolved.digest
-            annotations = {REF_NAME: tag_or_digest, REPOSITORY_ANNOTATION: ref.name}
-            if resolved.index_digest:
-                annotations[INDEX_DIGEST_ANNOTATION] = resolved.index_digest
-            descriptor: dict[str, Any] = {
-                "mediaType": media_type,
-                "digest": digest,
-                "size": len(manifest_bytes),
-                "annotations": annotations,
-            }
-            platform = {"os": config.get("os"), "architecture": config.get("architecture")}
-            if config.get("variant"):
-                platform["variant"] = config["variant"]
-            if platform["os"] and platform["architecture"]:
-                descriptor["platform"] = platform
-            (blobs / digest[7:]).write_bytes(manifest_bytes)
-            hashes: dict[str, str] = {}
+            descriptor, config, layers = self._pull(resolved, blobs)
             archive_name = f"{basename}.oci.tar"
-            hashes[archive_name] = write_oci_archive(tmp / archive_name, descriptor, blobs)
             rootfs_name = f"{basename}.rootfs.tgz"
+            hashes = {archive_name: write_oci_archive(tmp / archive_name, descriptor, blobs)}
             if rootfs:
                 inner = config.get("config") or {}
                 metadata = {"env": list(inner.get("Env") or []), "user": str(inner.get("User") or "")}
@@ -437,6 +422,24 @@ class RegistryClient:
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _pull(
+        self, resolved: ResolvedImage, blobs: Path
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """Every blob of the image into ``blobs`` (the manifest too); its index.json descriptor, config, layers."""
+        ref = resolved.ref
+        manifest_bytes, media_type, digest = self._get_manifest(ref, resolved.digest)
+        if media_type not in MANIFEST_TYPES:
+            raise RegistryError(f"image {ref.name}@{resolved.digest}: not an image manifest ({media_type})")
+        manifest = json_object(manifest_bytes, f"manifest {ref.name}@{digest}")
+        config_desc, layers = self._check_manifest(ref, manifest)
+        total = sum(int(d["size"]) for d in [config_desc, *layers])
+        self._log(f"{ref}: pulling {len(layers)} layer(s), {human(total)}")
+        for desc in [config_desc, *layers]:
+            self._fetch_blob(ref, desc["digest"], int(desc["size"]), blobs / desc["digest"][7:])
+        config = json_object((blobs / config_desc["digest"][7:]).read_bytes(), f"config {config_desc['digest']}")
+        (blobs / digest[7:]).write_bytes(manifest_bytes)
+        return _archive_descriptor(resolved, media_type, digest, len(manifest_bytes), config), config, layers
 
     @staticmethod
     def _check_manifest(ref: ImageRef, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -472,60 +475,52 @@ class RegistryClient:
             return  # the same blob twice in one image
         url = f"{self._base(ref.registry)}/v2/{ref.repository}/blobs/{digest}"
         what = f"blob {ref.name}@{digest}"
-        h = hashlib.sha256()
-        have = 0
         failures = 0
-        started = last_note = time.monotonic()
         with dest.open("wb") as out:
+            blob = _BlobFile(out, size, what, self._log)
             while True:
-                headers = {"Accept-Encoding": "identity"}
-                if have:
-                    headers["Range"] = f"bytes={have}-"
-                resp = self._request("GET", ref.registry, ref.repository, url, what=what, headers=headers, stream=True)
-                if resp.status_code == 206 and have:
-                    start = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
-                    if start != str(have):
-                        raise RegistryError(f"{what}: asked for bytes from {have}, got Content-Range {start}")
-                elif resp.status_code == 200:
-                    if have:
-                        self._log(f"{what}: the registry ignored Range, downloading again from the start")
-                        out.seek(0)
-                        out.truncate()
-                        h, have = hashlib.sha256(), 0
-                else:
-                    raise self._fail(resp, what)
                 try:
-                    for chunk in resp.iter_content(READ_CHUNK):
-                        if have + len(chunk) > size:
-                            raise RegistryError(f"{what}: the registry sent more than the {size} bytes announced")
-                        out.write(chunk)
-                        h.update(chunk)
-                        have += len(chunk)
-                        now = time.monotonic()
-                        if now - last_note >= PROGRESS_EVERY:
-                            last_note = now
-                            rate = have / max(now - started, 1e-6)
-                            self._log(f"{what}: {human(have)} of {human(size)}, {human(rate)}/s")
+                    self._fetch_rest(ref, url, blob)
                 except requests.RequestException as exc:
                     failures += 1
                     if failures >= self._retries:
                         raise RegistryError(f"{what}: {type(exc).__name__} after {failures} attempt(s)") from None
-                    self._log(f"{what}: {type(exc).__name__} at {human(have)}, resuming")
+                    self._log(f"{what}: {type(exc).__name__} at {human(blob.have)}, resuming")
                     self._sleep(failures - 1)
                     continue
-                finally:
-                    resp.close()
-                if have < size:
-                    failures += 1
-                    if failures >= self._retries:
-                        raise RegistryError(f"{what}: only {have} of {size} bytes after {failures} attempt(s)")
-                    self._log(f"{what}: connection ended at {human(have)} of {human(size)}, resuming")
-                    continue
-                break
-        actual = "sha256:" + h.hexdigest()
+                if blob.have >= size:
+                    break
+                failures += 1
+                if failures >= self._retries:
+                    raise RegistryError(f"{what}: only {blob.have} of {size} bytes after {failures} attempt(s)")
+                self._log(f"{what}: connection ended at {human(blob.have)} of {human(size)}, resuming")
+        actual = "sha256:" + blob.hash.hexdigest()
         if actual != digest:
             dest.unlink()
             raise RegistryError(f"{what}: the bytes served do not match the digest (got {actual})")
+
+    def _fetch_rest(self, ref: ImageRef, url: str, blob: _BlobFile) -> None:
+        """One GET of what ``blob`` lacks (``Range`` from what it has), appended to it as it arrives."""
+        what = blob.what
+        headers = {"Accept-Encoding": "identity"}
+        if blob.have:
+            headers["Range"] = f"bytes={blob.have}-"
+        resp = self._request("GET", ref.registry, ref.repository, url, what=what, headers=headers, stream=True)
+        try:
+            if resp.status_code == 206 and blob.have:
+                start = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+                if start != str(blob.have):
+                    raise RegistryError(f"{what}: asked for bytes from {blob.have}, got Content-Range {start}")
+            elif resp.status_code == 200:
+                if blob.have:
+                    self._log(f"{what}: the registry ignored Range, downloading again from the start")
+                    blob.restart()
+            else:
+                raise self._fail(resp, what)
+            for chunk in resp.iter_content(READ_CHUNK):
+                blob.write(chunk)
+        finally:
+            resp.close()
 
     # -- push --
 
@@ -566,48 +561,14 @@ class RegistryClient:
         self, tar: tarfile.TarFile, archive: Path, target: ImageRef, base: str, digest: str, size: int
     ) -> None:
         what = f"blob {target.name}@{digest}"
-        resp = self._request("HEAD", target.registry, target.repository, f"{base}/blobs/{digest}", what=what, push=True)
-        resp.close()
-        if resp.status_code == 200:
+        member = self._blob_to_push(tar, archive, target, base, digest, size)
+        if member is None:
             return
-        if resp.status_code != 404:
-            raise self._fail(resp, what)
-        try:
-            member = tar.getmember(f"blobs/sha256/{digest[7:]}")
-        except KeyError:
-            raise RegistryError(f"{archive}: has no blob {digest}") from None
-        if member.size != size:
-            raise RegistryError(f"{archive}: blob {digest} is {member.size} bytes, the manifest says {size}")
         failures = 0
         while True:
-            resp = self._request(
-                "POST", target.registry, target.repository, f"{base}/blobs/uploads/", what=what, push=True
-            )
-            if resp.status_code != 202 or not resp.headers.get("Location"):
-                raise self._fail(resp, f"{what}: starting the upload")
-            location = urljoin(resp.url, resp.headers["Location"])
-            resp.close()
-            url = f"{location}{'&' if '?' in location else '?'}digest={digest}"
-            bodies: list[_UploadBody] = []
-
-            def body(bodies: list[_UploadBody] = bodies) -> _UploadBody:
-                source = tar.extractfile(member)
-                assert source is not None
-                bodies.append(_UploadBody(source, size))
-                return bodies[-1]
-
+            url = self._start_upload(target, base, digest, what)
             try:
-                resp = self._request(
-                    "PUT",
-                    target.registry,
-                    target.repository,
-                    url,
-                    what=what,
-                    push=True,
-                    headers={"Content-Type": "application/octet-stream"},
-                    body=body,
-                    once=True,
-                )
+                resp, sent = self._put_blob(tar, member, size, target, url, what)
             except RegistryError as exc:
                 failures += 1
                 if failures >= self._retries:
@@ -615,8 +576,7 @@ class RegistryClient:
                 self._log(f"{exc}; starting the upload again")
                 self._sleep(failures - 1)
                 continue
-            sent = bodies[-1] if bodies else None
-            if sent is not None and sent._left == 0 and "sha256:" + sent.hash.hexdigest() != digest:
+            if sent is not None and sent.whole and "sha256:" + sent.hash.hexdigest() != digest:
                 resp.close()
                 raise RegistryError(f"{archive}: blob {digest} does not match its digest")
             if resp.status_code == 201:
@@ -630,3 +590,101 @@ class RegistryClient:
                 self._sleep(failures - 1)
                 continue
             raise self._fail(resp, what)
+
+    def _blob_to_push(
+        self, tar: tarfile.TarFile, archive: Path, target: ImageRef, base: str, digest: str, size: int
+    ) -> tarfile.TarInfo | None:
+        """The archive's member holding the blob, or None when the target registry already has it."""
+        what = f"blob {target.name}@{digest}"
+        resp = self._request("HEAD", target.registry, target.repository, f"{base}/blobs/{digest}", what=what, push=True)
+        resp.close()
+        if resp.status_code == 200:
+            return None
+        if resp.status_code != 404:
+            raise self._fail(resp, what)
+        try:
+            member = tar.getmember(f"blobs/sha256/{digest[7:]}")
+        except KeyError:
+            raise RegistryError(f"{archive}: has no blob {digest}") from None
+        if member.size != size:
+            raise RegistryError(f"{archive}: blob {digest} is {member.size} bytes, the manifest says {size}")
+        return member
+
+    def _start_upload(self, target: ImageRef, base: str, digest: str, what: str) -> str:
+        """A new upload session; returns the URL its one monolithic PUT goes to."""
+        resp = self._request("POST", target.registry, target.repository, f"{base}/blobs/uploads/", what=what, push=True)
+        if resp.status_code != 202 or not resp.headers.get("Location"):
+            raise self._fail(resp, f"{what}: starting the upload")
+        location = urljoin(resp.url, resp.headers["Location"])
+        resp.close()
+        return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+    def _put_blob(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, size: int, target: ImageRef, url: str, what: str
+    ) -> tuple[requests.Response, _UploadBody | None]:
+        """One PUT of the blob, read from the archive; the response and the body last sent (to check its hash)."""
+        bodies: list[_UploadBody] = []
+
+        def body() -> _UploadBody:
+            source = tar.extractfile(member)
+            assert source is not None
+            bodies.append(_UploadBody(source, size))
+            return bodies[-1]
+
+        resp = self._request(
+            "PUT",
+            target.registry,
+            target.repository,
+            url,
+            what=what,
+            push=True,
+            headers={"Content-Type": "application/octet-stream"},
+            body=body,
+            once=True,
+        )
+        return resp, bodies[-1] if bodies else None
+
+
+def _archive_descriptor(
+    resolved: ResolvedImage, media_type: str, digest: str, size: int, config: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's entry in the archive's index.json: where it came from (annotations) and its platform."""
+    ref = resolved.ref
+    tag_or_digest = ref.tag or ref.digest or resolved.digest
+    annotations = {REF_NAME: tag_or_digest, REPOSITORY_ANNOTATION: ref.name}
+    if resolved.index_digest:
+        annotations[INDEX_DIGEST_ANNOTATION] = resolved.index_digest
+    descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size, "annotations": annotations}
+    platform = {"os": config.get("os"), "architecture": config.get("architecture")}
+    if config.get("variant"):
+        platform["variant"] = config["variant"]
+    if platform["os"] and platform["architecture"]:
+        descriptor["platform"] = platform
+    return descriptor
+
+
+class _BlobFile:
+    """The part of one blob on disk so far, hashed as written, so a broken connection resumes from its end."""
+
+    def __init__(self, out: IO[bytes], size: int, what: str, log: Log) -> None:
+        self.out, self.size, self.what, self._log = out, size, what, log
+        self.hash = hashlib.sha256()
+        self.have = 0
+        self._started = self._last_note = time.monotonic()
+
+    def restart(self) -> None:
+        self.out.seek(0)
+        self.out.truncate()
+        self.hash, self.have = hashlib.sha256(), 0
+
+    def write(self, chunk: bytes) -> None:
+        if self.have + len(chunk) > self.size:
+            raise RegistryError(f"{self.what}: the registry sent more than the {self.size} bytes announced")
+        self.out.write(chunk)
+        self.hash.update(chunk)
+        self.have += len(chunk)
+        now = time.monotonic()
+        if now - self._last_note >= PROGRESS_EVERY:
+            self._last_note = now
+            rate = self.have / max(now - self._started, 1e-6)
+            self._log(f"{self.what}: {human(self.have)} of {human(self.size)}, {human(rate)}/s")

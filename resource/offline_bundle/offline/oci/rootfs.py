@@ -7,7 +7,6 @@ deterministic gzip tar.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
@@ -124,42 +123,58 @@ def write_rootfs_tarball(layers: Sequence[Path], out: IO[bytes], metadata: dict[
         meta = json.dumps(metadata, sort_keys=True).encode()
         tar.addfile(tar_info("metadata.json", len(meta)), io.BytesIO(meta))
         tar.addfile(tar_info("rootfs/", 0, directory=True))
-        # Layers often leave out folders (a layer with only usr/bin/x): write them anyway, 0755 root,
-        # so extraction never has to guess; never over a link or file that holds that name.
-        implied = {a for p in final for a in _ancestors(p) if a not in final}
-        for path in sorted(set(folders) | implied):
-            if path in folders:
-                tar.addfile(_rootfs_info(folders[path], f"rootfs/{path}"))
-            else:
-                tar.addfile(tar_info(f"rootfs/{path}", 0, directory=True))
-        written: set[str] = set()
-        deferred: list[tuple[tarfile.TarInfo, str]] = []
-        for li, layer in enumerate(layers):
-            for mi, (src, member) in enumerate(_layer_members(layer)):
-                if member.isdir():
-                    continue
-                path = _normalize(member.name, layer)
-                if final.get(path) != (li, mi, False):
-                    continue
-                info = _rootfs_info(member, f"rootfs/{path}")
-                if member.islnk() or member.issym():
-                    info.linkname = member.linkname
-                if member.islnk():
-                    target = _normalize(member.linkname, layer)
-                    info.linkname = f"rootfs/{target}"
-                    if target not in written:
-                        deferred.append((info, target))
-                        continue
-                if member.isreg():
-                    info.type = tarfile.REGTYPE
-                    with contextlib.closing(src.extractfile(member)) as data:  # type: ignore[type-var]
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
-                written.add(path)
-        for info, target in deferred:
-            if target in written:
-                tar.addfile(info)
-            else:
-                log(f"rootfs: hard link {info.name} dropped, its target {target} is not in the final image")
+        _write_folders(tar, final, folders)
+        _write_files(tar, layers, final, log)
     return writer.hash.hexdigest()
+
+
+def _write_folders(
+    tar: tarfile.TarFile, final: dict[str, tuple[int, int, bool]], folders: dict[str, tarfile.TarInfo]
+) -> None:
+    # Layers often leave out folders (a layer with only usr/bin/x): write them anyway, 0755 root,
+    # so extraction never has to guess; never over a link or file that holds that name.
+    implied = {a for p in final for a in _ancestors(p) if a not in final}
+    for path in sorted(set(folders) | implied):
+        if path in folders:
+            tar.addfile(_rootfs_info(folders[path], f"rootfs/{path}"))
+        else:
+            tar.addfile(tar_info(f"rootfs/{path}", 0, directory=True))
+
+
+def _write_files(
+    tar: tarfile.TarFile, layers: Sequence[Path], final: dict[str, tuple[int, int, bool]], log: Log
+) -> None:
+    """Every winning non-folder, bottom layer first; a hard link waits until its target is written."""
+    written: set[str] = set()
+    deferred: list[tuple[tarfile.TarInfo, str]] = []
+    for li, layer in enumerate(layers):
+        for mi, (src, member) in enumerate(_layer_members(layer)):
+            if member.isdir():
+                continue
+            path = _normalize(member.name, layer)
+            if final.get(path) != (li, mi, False):
+                continue
+            info = _rootfs_info(member, f"rootfs/{path}")
+            if member.issym():
+                info.linkname = member.linkname
+            if member.islnk():
+                target = _normalize(member.linkname, layer)
+                info.linkname = f"rootfs/{target}"
+                if target not in written:
+                    deferred.append((info, target))
+                    continue
+            if member.isreg():
+                info.type = tarfile.REGTYPE
+                data = src.extractfile(member)
+                if data is None:  # tarfile gives every regular member a file; this is for the type
+                    raise RegistryError(f"layer {layer.name}: member {member.name!r} has no data")
+                with data:
+                    tar.addfile(info, data)
+            else:
+                tar.addfile(info)
+            written.add(path)
+    for info, target in deferred:
+        if target in written:
+            tar.addfile(info)
+        else:
+            log(f"rootfs: hard link {info.name} dropped, its target {target} is not in the final image")
