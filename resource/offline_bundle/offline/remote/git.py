@@ -38,9 +38,14 @@ _TEMP_DIRS: list[str] = []
 def _temp_dir(prefix: str) -> Path:
     path = tempfile.mkdtemp(prefix=prefix)
     if not _TEMP_DIRS:
-        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _TEMP_DIRS])
+        atexit.register(_remove_temp_dirs)
     _TEMP_DIRS.append(path)
     return Path(path)
+
+
+def _remove_temp_dirs() -> None:
+    for path in _TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -128,11 +133,11 @@ def git_resolve(
             return commit
         if ref is None:
             refs = _ls_remote(uri, ["HEAD"], env, what)
-            commit = refs.get("HEAD")
-            if not commit:
+            head = refs.get("HEAD")
+            if not head:
                 raise RemoteError(f"{what}: the repository has no HEAD (empty, or HEAD names a missing branch)")
-            log(f"{redact_uri(uri)}: HEAD ({refs.get('symref:HEAD', 'detached')}) is {commit}")
-            return commit
+            log(f"{redact_uri(uri)}: HEAD ({refs.get('symref:HEAD', 'detached')}) is {head}")
+            return head
         if ref.startswith("refs/"):
             candidates = [ref + "^{}", ref]
         else:

@@ -85,9 +85,9 @@ def choose_release(releases: list[Mapping[str, Any]], source: Mapping[str, Any])
         candidates.append((r, version))
     if not candidates:
         return None
-    keys = [semver_key(v) for _, v in candidates]
-    if source.get("order_by", "version") == "version" and all(k is not None for k in keys):
-        return max(zip(candidates, keys, strict=True), key=lambda ck: ck[1])[0][0]  # type: ignore[arg-type,return-value]
+    keyed = [(key, r) for r, v in candidates if (key := semver_key(v)) is not None]
+    if source.get("order_by", "version") == "version" and len(keyed) == len(candidates):
+        return max(keyed, key=lambda kr: kr[0])[1]
     return max(candidates, key=lambda c: (str(c[0].get("created_at") or ""), int(c[0].get("id") or 0)))[0]
 
 
@@ -119,50 +119,69 @@ def github_release_assets(
     if not api.endswith("/"):
         api += "/"
     check_scheme(api)
-    session = session or requests.Session()
-    headers = github_headers(source)
-    verify = ca_file(ca_bundle) if ca_bundle else None
-    name = f"{owner}/{repo}"
-    base = f"{api}repos/{quote(str(owner), safe='')}/{quote(str(repo), safe='')}/releases"
+    releases = _Releases(
+        session=session or requests.Session(),
+        headers=github_headers(source),
+        verify=ca_file(ca_bundle) if ca_bundle else None,
+        name=f"{owner}/{repo}",
+        base=f"{api}repos/{quote(str(owner), safe='')}/{quote(str(repo), safe='')}/releases",
+    )
+    release = releases.by_tag(tag) if tag else releases.newest(source)
+    found = str(release["tag_name"])
+    assets = _assets(release)
+    log(f"GitHub release {found} of {releases.name}: {len(assets)} assets")
+    return found, assets
 
-    def get(url: str) -> requests.Response:
+
+@dataclass(frozen=True)
+class _Releases:
+    """The releases endpoint of one repository, asked with the source's token and CA bundle."""
+
+    session: requests.Session
+    headers: dict[str, str]
+    verify: str | None
+    name: str  # owner/repository, for messages
+    base: str  # .../repos/OWNER/REPOSITORY/releases
+
+    def get(self, url: str) -> requests.Response:
         try:
-            kwargs: dict[str, Any] = {"headers": headers, "timeout": DEFAULT_TIMEOUT}
-            if verify:
-                kwargs["verify"] = verify
-            resp = session.get(url, **kwargs)
+            kwargs: dict[str, Any] = {"headers": self.headers, "timeout": DEFAULT_TIMEOUT}
+            if self.verify:
+                kwargs["verify"] = self.verify
+            resp = self.session.get(url, **kwargs)
         except requests.exceptions.RequestException as e:
-            raise RemoteError(f"GitHub releases of {name} ({redact_url(url)}): {reason(e)}") from None
+            raise RemoteError(f"GitHub releases of {self.name} ({redact_url(url)}): {reason(e)}") from None
         if resp.status_code in (401, 403):
             hint = " (rate limit? set access_token)" if resp.headers.get("X-RateLimit-Remaining") == "0" else ""
-            raise RemoteError(f"GitHub releases of {name}: HTTP {resp.status_code} from {redact_url(url)}{hint}")
+            raise RemoteError(f"GitHub releases of {self.name}: HTTP {resp.status_code} from {redact_url(url)}{hint}")
         return resp
 
-    if tag:
-        resp = get(f"{base}/tags/{quote(tag, safe='')}")
+    def by_tag(self, tag: str) -> Mapping[str, Any]:
+        resp = self.get(f"{self.base}/tags/{quote(tag, safe='')}")
         if resp.status_code == 404:
-            raise RemoteError(f"GitHub release {tag!r} of {name}: not found")
+            raise RemoteError(f"GitHub release {tag!r} of {self.name}: not found")
         if resp.status_code != 200:
-            raise RemoteError(f"GitHub release {tag!r} of {name}: HTTP {resp.status_code}")
-        release = resp.json()
+            raise RemoteError(f"GitHub release {tag!r} of {self.name}: HTTP {resp.status_code}")
+        release: Mapping[str, Any] = resp.json()
         if release.get("draft"):
-            raise RemoteError(f"GitHub release {tag!r} of {name}: is a draft")
-    else:
+            raise RemoteError(f"GitHub release {tag!r} of {self.name}: is a draft")
+        return release
+
+    def newest(self, source: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What ``choose_release`` picks among the first ``MAX_RELEASE_PAGES`` pages of releases."""
         releases: list[Mapping[str, Any]] = []
-        url: str | None = f"{base}?per_page=100"
+        url: str | None = f"{self.base}?per_page=100"
         for _ in range(MAX_RELEASE_PAGES):
             if not url:
                 break
-            resp = get(url)
+            resp = self.get(url)
             if resp.status_code != 200:
-                raise RemoteError(f"GitHub releases of {name}: HTTP {resp.status_code}")
+                raise RemoteError(f"GitHub releases of {self.name}: HTTP {resp.status_code}")
             releases.extend(resp.json())
             url = resp.links.get("next", {}).get("url")
         chosen = choose_release(releases, source)
         if chosen is None:
-            raise RemoteError(f"GitHub releases of {name}: none matches (drafts, pre_release, release, tag_filter)")
-        release = chosen
-    found = str(release["tag_name"])
-    assets = _assets(release)
-    log(f"GitHub release {found} of {name}: {len(assets)} assets")
-    return found, assets
+            raise RemoteError(
+                f"GitHub releases of {self.name}: none matches (drafts, pre_release, release, tag_filter)"
+            )
+        return chosen

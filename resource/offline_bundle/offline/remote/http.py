@@ -137,22 +137,41 @@ class Downloader:
                 return Downloaded(dest, have, size)
         partial = dest.with_name(dest.name + ".partial")
         meta_path = dest.with_name(dest.name + ".partial.json")
+        state = self._resume(url, partial, meta_path)
+        self._attempts(url, partial, meta_path, state, headers)
+        actual = state.hasher.hexdigest()
+        if expected and actual != expected:
+            remove_files(partial, meta_path)
+            raise RemoteError(f"{shown}: SHA-256 mismatch: expected {expected}, got {actual}; the download was removed")
+        os.replace(partial, dest)
+        remove_files(meta_path)
+        self.log(f"{dest.name}: {human(state.offset)}, sha256 {actual}")
+        return Downloaded(dest, actual, state.offset)
+
+    def _resume(self, url: str, partial: Path, meta_path: Path) -> _State:
+        """The state of a partial file an earlier attempt left for the same URL, or a fresh start."""
         state = _State()
         validators = _load_validators(meta_path, url, partial)
         if validators is not None:
             state.hasher, state.offset = hash_file_state(partial)
             state.validators = validators
             if state.offset:
-                self.log(f"{shown}: resuming at {human(state.offset)}")
+                self.log(f"{redact_url(url)}: resuming at {human(state.offset)}")
         else:
             remove_files(partial, meta_path)
+        return state
 
+    def _attempts(
+        self, url: str, partial: Path, meta_path: Path, state: _State, headers: Mapping[str, str] | None
+    ) -> None:
+        """Attempts until the file is whole, with backoff; gives up after ``retries`` in a row without progress."""
+        shown = redact_url(url)
         failures = 0
         while True:
             before = state.offset
             try:
                 self._attempt(url, partial, meta_path, state, headers)
-                break
+                return
             except _Retry as e:
                 if state.offset > before:
                     failures = 0  # progress was made: only attempts in a row that made none count
@@ -168,15 +187,6 @@ class Downloader:
                 self.log(f"{shown}: {e}; retrying in {delay:.1f} s")
                 time.sleep(delay)
 
-        actual = state.hasher.hexdigest()
-        if expected and actual != expected:
-            remove_files(partial, meta_path)
-            raise RemoteError(f"{shown}: SHA-256 mismatch: expected {expected}, got {actual}; the download was removed")
-        os.replace(partial, dest)
-        remove_files(meta_path)
-        self.log(f"{dest.name}: {human(state.offset)}, sha256 {actual}")
-        return Downloaded(dest, actual, state.offset)
-
     def _attempt(
         self, url: str, partial: Path, meta_path: Path, state: _State, headers: Mapping[str, str] | None
     ) -> None:
@@ -184,6 +194,22 @@ class Downloader:
 
         Raises _Retry for what another attempt may cure, RemoteError for what it cannot.
         """
+        shown = redact_url(url)
+        with self._get(url, state, headers) as resp:
+            if resp.history:
+                check_scheme(resp.url, allow_http=self.allow_http)
+            if self._already_whole(resp, shown, partial, meta_path, state):
+                return
+            mode, total = self._open_mode(resp, url, partial, meta_path, state)
+            self._receive(resp, partial, mode, state, _Progress(self.log, shown, total, state.offset))
+            if total is not None and state.offset < total:
+                raise _Retry(f"the body ended at {human(state.offset)} of {human(total)}")
+            if total is not None and state.offset > total:
+                state.restart(partial, meta_path)
+                raise RemoteError(f"{shown}: the server sent more bytes than the {total} it announced")
+
+    def _get(self, url: str, state: _State, headers: Mapping[str, str] | None) -> requests.Response:
+        """The GET of what ``state`` lacks: a ``Range`` from its end, ``If-Range`` with its validator."""
         shown = redact_url(url)
         req = dict(headers or {})
         req.setdefault("Accept-Encoding", "identity")  # the bytes as stored: the hash is of those
@@ -196,69 +222,73 @@ class Downloader:
         if self.verify:
             kwargs["verify"] = self.verify
         try:
-            resp = self.session.get(url, **kwargs)
+            return self.session.get(url, **kwargs)
         except requests.exceptions.SSLError as e:
             raise RemoteError(f"{shown}: TLS failed: {reason(e)}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise _Retry(f"connection failed: {reason(e)}") from None
         except requests.exceptions.RequestException as e:
             raise RemoteError(f"{shown}: {e.__class__.__name__}: {reason(e)}") from None
-        with resp:
-            if resp.history:
-                check_scheme(resp.url, allow_http=self.allow_http)
-            status = resp.status_code
-            if status == 429 or status >= 500:
-                raise _Retry(f"HTTP {status}", resp.headers.get("Retry-After"))
-            if status == 416 and state.offset:
-                whole = re.fullmatch(r"bytes \*/(\d+)", resp.headers.get("Content-Range", "").strip())
-                if whole and int(whole.group(1)) == state.offset:
-                    return  # the partial file was already whole
-                self.log(f"{shown}: the server refused to resume at {human(state.offset)}; starting again")
+
+    def _already_whole(
+        self, resp: requests.Response, shown: str, partial: Path, meta_path: Path, state: _State
+    ) -> bool:
+        """True when a 416 says the partial file is the whole resource; raises for statuses without a body."""
+        status = resp.status_code
+        if status == 429 or status >= 500:
+            raise _Retry(f"HTTP {status}", resp.headers.get("Retry-After"))
+        if status == 416 and state.offset:
+            whole = re.fullmatch(r"bytes \*/(\d+)", resp.headers.get("Content-Range", "").strip())
+            if whole and int(whole.group(1)) == state.offset:
+                return True  # the partial file was already whole
+            self.log(f"{shown}: the server refused to resume at {human(state.offset)}; starting again")
+            state.restart(partial, meta_path)
+            raise _Retry("range not satisfiable", "0")
+        if status not in (200, 206):
+            raise RemoteError(f"{shown}: HTTP {status} {resp.reason or ''}".rstrip())
+        return False
+
+    def _open_mode(
+        self, resp: requests.Response, url: str, partial: Path, meta_path: Path, state: _State
+    ) -> tuple[str, int | None]:
+        """(file mode, total size if known): append the rest after a 206, start again after a 200."""
+        shown = redact_url(url)
+        if resp.status_code == 206:
+            cr = parse_content_range(resp.headers.get("Content-Range"))
+            if cr is None or cr[0] != state.offset:
+                self.log(f"{shown}: the server answered another range than asked; starting again")
                 state.restart(partial, meta_path)
-                raise _Retry("range not satisfiable", "0")
-            if status not in (200, 206):
-                raise RemoteError(f"{shown}: HTTP {status} {resp.reason or ''}".rstrip())
-            total: int | None = None
-            if status == 206:
-                cr = parse_content_range(resp.headers.get("Content-Range"))
-                if cr is None or cr[0] != state.offset:
-                    self.log(f"{shown}: the server answered another range than asked; starting again")
-                    state.restart(partial, meta_path)
-                    raise _Retry("unexpected Content-Range", "0")
-                total = cr[2]
-                mode = "ab"
-            else:
-                if state.offset:
-                    self.log(f"{shown}: the server sent the whole file instead of the rest; starting again")
-                state.restart(partial, meta_path)
-                mode = "wb"
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                state.validators = _validators(resp)
-                meta_path.write_text(json.dumps({"url": url, **state.validators}))
-            progress = _Progress(self.log, shown, total, state.offset)
-            # The bytes as sent (never decoded from a Content-Encoding): what curl saves and what a lock pins.
-            stream = resp.raw.stream(CHUNK, decode_content=False)
-            with open(partial, mode) as f:
-                while True:
-                    try:
-                        chunk = next(stream, None)
-                    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
-                        raise _Retry(f"connection lost at {human(state.offset)}: {reason(e)}") from None
-                    if chunk is None:
-                        break
-                    try:
-                        f.write(chunk)
-                    except OSError as e:
-                        raise RemoteError(f"{partial}: cannot write: {e.strerror or e}") from None
-                    state.hasher.update(chunk)
-                    state.offset += len(chunk)
-                    progress.update(state.offset)
-            if total is not None and state.offset < total:
-                raise _Retry(f"the body ended at {human(state.offset)} of {human(total)}")
-            if total is not None and state.offset > total:
-                state.restart(partial, meta_path)
-                raise RemoteError(f"{shown}: the server sent more bytes than the {total} it announced")
+                raise _Retry("unexpected Content-Range", "0")
+            return "ab", cr[2]
+        if state.offset:
+            self.log(f"{shown}: the server sent the whole file instead of the rest; starting again")
+        state.restart(partial, meta_path)
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        state.validators = _validators(resp)
+        meta_path.write_text(json.dumps({"url": url, **state.validators}))
+        return "wb", total
+
+    @staticmethod
+    def _receive(resp: requests.Response, partial: Path, mode: str, state: _State, progress: _Progress) -> None:
+        """The body into ``partial``, hashed and counted in ``state`` chunk by chunk."""
+        # The bytes as sent (never decoded from a Content-Encoding): what curl saves and what a lock pins.
+        stream = resp.raw.stream(CHUNK, decode_content=False)
+        with open(partial, mode) as f:
+            while True:
+                try:
+                    chunk = next(stream, None)
+                except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
+                    raise _Retry(f"connection lost at {human(state.offset)}: {reason(e)}") from None
+                if chunk is None:
+                    break
+                try:
+                    f.write(chunk)
+                except OSError as e:
+                    raise RemoteError(f"{partial}: cannot write: {e.strerror or e}") from None
+                state.hasher.update(chunk)
+                state.offset += len(chunk)
+                progress.update(state.offset)
 
 
 @dataclass
