@@ -27,8 +27,12 @@ from typing import Any
 
 from offline_bundle.core.names import check_part_name
 from offline_bundle.errors import BundleError, ConfigError
+from offline_bundle.offline.oci.reference import parse_image_ref
+from offline_bundle.offline.oci.registry import RegistryClient
 from offline_bundle.offline.pin import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, Vars, load_lock
 from offline_bundle.offline.remote.common import sha256_file
+from offline_bundle.offline.remote.git import git_archive
+from offline_bundle.offline.remote.http import Downloader
 
 Log = Callable[[str], None]
 PARTS_FILE = "parts.json"
@@ -62,26 +66,22 @@ class Fetcher:
         self.vars = vars_
         self.o = options
         self.log = log
-        self._registry: Any = None
-        self._downloader: Any = None
+        self._registry: RegistryClient | None = None
+        self._downloader: Downloader | None = None
         self.state_path = out / STATE_FILE
         self.state: dict[str, Any] = self._load_state()
 
     # ------------------------------------------------------------------------------ clients
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> RegistryClient:
         if self._registry is None:
-            from offline_bundle.offline.oci.registry import RegistryClient
-
             self._registry = RegistryClient(insecure_registries=self.o.insecure_registries, log=self.log)
         return self._registry
 
     @property
-    def downloader(self) -> Any:
+    def downloader(self) -> Downloader:
         if self._downloader is None:
-            from offline_bundle.offline.remote.http import Downloader
-
             self._downloader = Downloader(log=self.log, ca_bundle=self.o.ca_bundle)
         return self._downloader
 
@@ -171,8 +171,6 @@ class Fetcher:
         return FetchResult(fetched, skipped, parts)
 
     def _image(self, entry: Entry, work: Path) -> dict[str, str]:
-        from offline_bundle.offline.oci.reference import parse_image_ref
-
         f = entry.fields
         ref = parse_image_ref(str(f["repository"]), tag=f.get("tag")).with_digest(str(f["digest"]))
         resolved = self.registry.resolve(ref)
@@ -189,8 +187,6 @@ class Fetcher:
         return written
 
     def _git(self, entry: Entry, work: Path) -> dict[str, str]:
-        from offline_bundle.offline.remote.git import git_archive
-
         f = entry.fields
         creds = self._credentials(entry)
         got = git_archive(

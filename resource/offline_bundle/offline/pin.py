@@ -33,12 +33,16 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import yaml
 
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.lint.pipeline import VAR_RE, load_yaml, parse_var
+from offline_bundle.lint.pipeline import VAR_RE, load_params, load_yaml, parse_var
+from offline_bundle.offline.oci.reference import parse_image_ref
+from offline_bundle.offline.oci.registry import RegistryClient
+from offline_bundle.offline.remote.git import git_read_file, git_resolve
+from offline_bundle.offline.remote.github import github_release_assets
 
 Log = Callable[[str], None]
 LOCK_NAME = "offline.lock.yml"
@@ -103,8 +107,6 @@ class LiveResolvers:
         ca_bundle: str | None = None,
         log: Log,
     ) -> None:
-        from offline_bundle.offline.oci.registry import RegistryClient
-
         self.log = log
         self.ca_bundle = ca_bundle
         self.registry = RegistryClient(insecure_registries=insecure_registries, log=log)
@@ -113,8 +115,6 @@ class LiveResolvers:
         self._commits: dict[tuple[str, str | None], str] = {}
 
     def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity:
-        from offline_bundle.offline.oci.reference import parse_image_ref
-
         key = (reference, tag, digest)
         if key not in self._images:
             ref = parse_image_ref(reference, tag=tag)
@@ -130,21 +130,15 @@ class LiveResolvers:
         return self._images[key]
 
     def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str:
-        from offline_bundle.offline.remote.git import git_resolve
-
         key = (uri, ref)
         if key not in self._commits:
             self._commits[key] = git_resolve(uri, ref, log=self.log, cache_dir=self.cache_dir, **_key_arg(private_key))
         return self._commits[key]
 
     def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes:
-        from offline_bundle.offline.remote.git import git_read_file
-
         return git_read_file(uri, commit, path, cache_dir=self.cache_dir, **_key_arg(private_key))
 
     def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]:
-        from offline_bundle.offline.remote.github import github_release_assets
-
         release_tag, assets = github_release_assets(source, tag=tag, ca_bundle=self.ca_bundle, log=self.log)
         return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256, a.api_url) for a in assets]
 
@@ -371,6 +365,45 @@ def _steps(plan: Any) -> Iterator[dict[str, Any]]:
             yield from _steps(plan[hook])
 
 
+@dataclass
+class _Pipeline:
+    """One pipeline being pinned: its deep copy, rewritten in place, and its types, resources and plans by name."""
+
+    name: str
+    out: dict[str, Any]
+    types: dict[str, dict[str, Any]]
+    resources: dict[str, dict[str, Any]]
+    plan_of: dict[str, Any]
+
+    @classmethod
+    def copy_of(cls, name: str, raw: dict[str, Any]) -> _Pipeline:
+        out = copy.deepcopy(raw)
+        jobs = _by_name(out.get("jobs"))
+        return cls(
+            name=name,
+            out=out,
+            types=_by_name(out.get("resource_types")),
+            resources=_by_name(out.get("resources")),
+            plan_of={jname: job.get("plan") or [] for jname, job in jobs.items()},
+        )
+
+    def steps(self) -> Iterator[dict[str, Any]]:
+        """Every step of every job (the raw dicts, to be changed in place)."""
+        for plan in self.plan_of.values():
+            yield from _steps(plan)
+
+    def add_resource(self, doc: dict[str, Any]) -> None:
+        self.out.setdefault("resources", []).append(doc)
+
+
+def _by_name(items: Any) -> dict[str, dict[str, Any]]:
+    """The maps of a pipeline list (resources, resource_types, jobs) by ``name``.
+
+    Names are strings in every pipeline fly accepts; a map without one keeps the key YAML gives it.
+    """
+    return {cast(str, item.get("name")): item for item in items or [] if isinstance(item, dict)}
+
+
 class Pinner:
     def __init__(self, resolvers: Resolvers, options: PinOptions, vars_: Vars, log: Log) -> None:
         self.r = resolvers
@@ -515,147 +548,178 @@ class Pinner:
     # -------------------------------------------------------------------------- one pipeline
 
     def pin_pipeline(self, name: str, raw: Any) -> dict[str, Any]:
+        """``raw`` rewritten to read every carried artifact from the air-gapped side; the lock grows with them."""
         if not isinstance(raw, dict):
             raise ConfigError(f"pipeline {name} must be a map")
         self.lock.pipelines.append(name)
-        out = copy.deepcopy(raw)
-        types = {t.get("name"): t for t in out.get("resource_types") or [] if isinstance(t, dict)}
-        resources = {r.get("name"): r for r in out.get("resources") or [] if isinstance(r, dict)}
-        plan_of = {j.get("name"): j.get("plan") or [] for j in out.get("jobs") or [] if isinstance(j, dict)}
-
-        carried: dict[str, tuple[Entry, str]] = {}  # resource -> (entry, how: rootfs|file|archive|source)
-        for rname, res in sorted(resources.items()):
-            where = f"{name}: resources.{rname}"
-            rtype = res.get("type")
-            if rname in self.o.keep:
-                self.lock.kept.append({"pipeline": name, "resource": rname, "type": str(rtype), "why": "--keep"})
-                continue
-            if rtype in INTERNAL_TYPES:
-                self.lock.kept.append({"pipeline": name, "resource": rname, "type": rtype, "why": "reaches nothing"})
-                continue
-            puts = [s for plan in plan_of.values() for s in _steps(plan) if _put_resource(s) == rname]
-            if puts and rtype in IMAGE_TYPES | {"git", "github-release"} | FILE_TYPES:
-                self.refuse(name, f"resources.{rname}", "a put writes to it: its upstream is outside the air gap")
-                continue
-            source = self.vars.resolve(res.get("source") or {})
-            try:
-                entry = self._carry_resource(name, rname, rtype, res, source, plan_of)
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
-            if entry is None:
-                why = (
-                    "pivnet needs Broadcom's API; carry its files with the create pipeline's pivnet gets"
-                    if rtype == "pivnet"
-                    else f"type {rtype!r} is not one pin can carry (declare it internal with --keep {rname})"
-                )
-                self.refuse(name, f"resources.{rname}", why)
-                continue
-            carried[rname] = entry
-
-        # The rewrite of resources and of their gets.
+        pipeline = _Pipeline.copy_of(name, raw)
+        carried = self._carry_resources(pipeline)
         for rname, (entry, how) in carried.items():
-            res = resources[rname]
-            kept = {k: res[k] for k in ("name", "icon", "tags", "public", "check_every") if k in res}
-            if entry.kind == "image" and self.o.registry:
-                doc = self.image_resource_doc(entry)
-                new = {**kept, "type": doc["type"], "source": doc["source"]}
-                get_version, get_params = doc["version"], None
-            else:
-                s3, get_version = self.s3_read(entry.keys[how])
-                new = {**kept, "type": "s3", "source": s3}
-                get_params = {"unpack": True} if how in ("rootfs", "source", "archive") else None
-            res.clear()
-            res.update(new)
-            oci_source, oci_version = self.s3_read(entry.keys["oci"]) if entry.kind == "image" else ({}, {})
-            oci_needed = False
-            for plan in plan_of.values():
-                for step in _steps(plan):
-                    if _get_resource(step) != rname:
-                        continue
-                    oci = entry.kind == "image" and (step.get("params") or {}).get("format") == "oci"
-                    if entry.kind == "image" and self.o.registry:
-                        step["version"] = dict(get_version)  # registry-image still: its params still apply
-                        continue
-                    step.pop("params", None)  # the old type's params mean nothing to s3
-                    if oci:
-                        oci_needed = True
-                        step["resource"] = rname + "-oci"
-                        step["version"] = dict(oci_version)
-                        continue
-                    step["version"] = dict(get_version)
-                    if get_params:
-                        step["params"] = dict(get_params)
-            if oci_needed:
-                out.setdefault("resources", []).append({"name": rname + "-oci", "type": "s3", "source": oci_source})
+            self._rewrite_resource(pipeline, rname, entry, how)
+        self._pin_task_images(pipeline)
+        self._pin_resource_types(pipeline)
+        return pipeline.out
 
-        # Task images: inline configs and task files.
+    def _carry_resources(self, p: _Pipeline) -> dict[str, tuple[Entry, str]]:
+        """resource -> (its lock entry, how it is read: rootfs|file|archive|source), for those carried."""
+        carried: dict[str, tuple[Entry, str]] = {}
+        for rname, res in sorted(p.resources.items()):
+            found = self._carry_or_refuse(p, rname, res)
+            if found is not None:
+                carried[rname] = found
+        return carried
+
+    def _carry_or_refuse(self, p: _Pipeline, rname: str, res: dict[str, Any]) -> tuple[Entry, str] | None:
+        """The resource's entry; None when it is kept (internal) or refused (recorded in the lock)."""
+        rtype = res.get("type")
+        if rname in self.o.keep:
+            self.lock.kept.append({"pipeline": p.name, "resource": rname, "type": str(rtype), "why": "--keep"})
+            return None
+        if rtype in INTERNAL_TYPES:
+            self.lock.kept.append({"pipeline": p.name, "resource": rname, "type": str(rtype), "why": "reaches nothing"})
+            return None
+        written = any(_put_resource(s) == rname for s in p.steps())
+        if written and rtype in IMAGE_TYPES | {"git", "github-release"} | FILE_TYPES:
+            self.refuse(p.name, f"resources.{rname}", "a put writes to it: its upstream is outside the air gap")
+            return None
+        source = self.vars.resolve(res.get("source") or {})
+        try:
+            carried = self._carry_resource(p.name, rname, rtype, res, source, p.plan_of)
+        except ConfigError as e:
+            raise ConfigError(f"{p.name}: resources.{rname}: {e}") from None
+        if carried is None:
+            why = (
+                "pivnet needs Broadcom's API; carry its files with the create pipeline's pivnet gets"
+                if rtype == "pivnet"
+                else f"type {rtype!r} is not one pin can carry (declare it internal with --keep {rname})"
+            )
+            self.refuse(p.name, f"resources.{rname}", why)
+        return carried
+
+    def _rewrite_resource(self, p: _Pipeline, rname: str, entry: Entry, how: str) -> None:
+        """The resource reads its carried copy (s3, or the internal registry), and so do its gets."""
+        res = p.resources[rname]
+        kept: dict[str, Any] = {k: res[k] for k in ("name", "icon", "tags", "public", "check_every") if k in res}
+        get_version: dict[str, Any]
+        get_params: dict[str, Any] | None
+        new: dict[str, Any]
+        if entry.kind == "image" and self.o.registry:
+            doc = self.image_resource_doc(entry)
+            new = {**kept, "type": doc["type"], "source": doc["source"]}
+            get_version, get_params = doc["version"], None
+        else:
+            s3, get_version = self.s3_read(entry.keys[how])
+            new = {**kept, "type": "s3", "source": s3}
+            get_params = {"unpack": True} if how in ("rootfs", "source", "archive") else None
+        res.clear()
+        res.update(new)
+        self._rewrite_gets(p, rname, entry, get_version, get_params)
+
+    def _rewrite_gets(
+        self, p: _Pipeline, rname: str, entry: Entry, get_version: dict[str, Any], get_params: dict[str, Any] | None
+    ) -> None:
+        """Every get of ``rname`` pinned to the carried version; a ``format: oci`` get reads the OCI archive."""
+        image = entry.kind == "image"
+        oci_source, oci_version = self.s3_read(entry.keys["oci"]) if image else ({}, {})
+        oci_needed = False
+        for step in p.steps():
+            if _get_resource(step) != rname:
+                continue
+            oci = image and (step.get("params") or {}).get("format") == "oci"
+            if image and self.o.registry:
+                step["version"] = dict(get_version)  # registry-image still: its params still apply
+                continue
+            step.pop("params", None)  # the old type's params mean nothing to s3
+            if oci:
+                oci_needed = True
+                step["resource"] = rname + "-oci"
+                step["version"] = dict(oci_version)
+                continue
+            step["version"] = dict(get_version)
+            if get_params:
+                step["params"] = dict(get_params)
+        if oci_needed:
+            p.add_resource({"name": rname + "-oci", "type": "s3", "source": oci_source})
+
+    def _pin_task_images(self, p: _Pipeline) -> None:
+        """Task images: inline configs and task files."""
         extra_images: dict[str, Entry] = {}
-        for jname, plan in plan_of.items():
+        for jname, plan in p.plan_of.items():
             aliases = _get_aliases(plan)
             for step in list(_steps(plan)):
-                if "task" not in step:
-                    continue
-                what = f"jobs.{jname}.task:{step['task']}"
-                if step.get("image"):
-                    continue  # an artifact of the plan; its resource is rewritten above
-                if isinstance(step.get("config"), dict):
-                    config = step["config"]
-                    entry = self._task_image(config.get("image_resource"), step, name, what)
-                    if entry is not None:
-                        config["image_resource"] = self.image_resource_doc(entry)
-                elif step.get("file"):
-                    entry = self._task_file_image(name, step, aliases, what)
-                    if entry is not None:
-                        # A task file travels inside its repository's tarball, unchanged: the step's
-                        # `image:` (which wins over the file's image_resource) points at the carried copy.
-                        rname = self._image_resource_name(entry, resources, extra_images)
-                        extra_images[rname] = entry
-                        task = dict(step)
-                        step.clear()
-                        step["do"] = [{"get": rname, "version": None}, {**task, "image": rname}]
+                # A step with `image:` runs an artifact of the plan; its resource is rewritten above.
+                if "task" in step and not step.get("image"):
+                    self._pin_task_step(p, f"jobs.{jname}.task:{step['task']}", step, aliases, extra_images)
         for rname, entry in sorted(extra_images.items()):
-            doc = self.image_resource_doc(entry)
-            out.setdefault("resources", []).append({"name": rname, "type": doc["type"], "source": doc["source"]})
-            for plan in plan_of.values():
-                for step in _steps(plan):
-                    if step.get("get") == rname and "version" in step and step["version"] is None:
-                        step["version"] = doc["version"]
-                        if doc.get("params"):
-                            step["params"] = dict(doc["params"])
+            self._add_image_resource(p, rname, entry)
 
-        # Resource types: the ones still used are carried; the ones no longer used are dropped.
-        used_types = {r.get("type") for r in out.get("resources") or [] if isinstance(r, dict)}
-        used_types |= {t.get("type") for t in types.values()}
+    def _pin_task_step(
+        self, p: _Pipeline, what: str, step: dict[str, Any], aliases: Mapping[str, str], extra: dict[str, Entry]
+    ) -> None:
+        if isinstance(step.get("config"), dict):
+            config = step["config"]
+            entry = self._task_image(config.get("image_resource"), step, p.name, what)
+            if entry is not None:
+                config["image_resource"] = self.image_resource_doc(entry)
+        elif step.get("file"):
+            entry = self._task_file_image(p.name, step, aliases, what)
+            if entry is not None:
+                # A task file travels inside its repository's tarball, unchanged: the step's
+                # `image:` (which wins over the file's image_resource) points at the carried copy.
+                rname = self._image_resource_name(entry, p.resources, extra)
+                extra[rname] = entry
+                task = dict(step)
+                step.clear()
+                step["do"] = [{"get": rname, "version": None}, {**task, "image": rname}]
+
+    def _add_image_resource(self, p: _Pipeline, rname: str, entry: Entry) -> None:
+        """The resource a task file's step gets its image from, and the version its gets were left without."""
+        doc = self.image_resource_doc(entry)
+        p.add_resource({"name": rname, "type": doc["type"], "source": doc["source"]})
+        for step in p.steps():
+            if step.get("get") == rname and "version" in step and step["version"] is None:
+                step["version"] = doc["version"]
+                if doc.get("params"):
+                    step["params"] = dict(doc["params"])
+
+    def _pin_resource_types(self, p: _Pipeline) -> None:
+        """Resource types: the ones still used are carried; the ones no longer used are dropped."""
+        used_types = {r.get("type") for r in p.out.get("resources") or [] if isinstance(r, dict)}
+        used_types |= {t.get("type") for t in p.types.values()}
         new_types = []
-        for tname, t in sorted(types.items()):
+        for tname, t in sorted(p.types.items()):
             if tname not in used_types:
-                self.log(f"note: {name}: resource_types.{tname} is no longer used (its resources are carried); dropped")
+                self.log(
+                    f"note: {p.name}: resource_types.{tname} is no longer used (its resources are carried); dropped"
+                )
                 continue
-            ttype = t.get("type")
-            where = f"{name}: resource_types.{tname}"
-            if ttype not in IMAGE_TYPES:
-                self.refuse(name, f"resource_types.{tname}", f"its image comes from a {ttype!r} resource")
-                new_types.append(t)
-                continue
-            source = self.vars.resolve(t.get("source") or {})
-            try:
-                repo = needs(source.get("repository"), "source.repository")
-                tag = source.get("tag")
-                tag = needs(str(tag), "source.tag") if tag is not None else None
-                entry = self.image_entry(repo, tag, None, f"{name}: resource_types.{tname}")
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
-            doc = self.image_resource_doc(entry)
-            kept = {k: t[k] for k in ("name", "privileged", "defaults", "check_every", "tags") if k in t}
-            new_t = {**kept, "type": doc["type"], "source": doc["source"]}
-            if doc.get("params"):
-                new_t["params"] = doc["params"]
-            new_types.append(new_t)
-        if "resource_types" in out or new_types:
-            out["resource_types"] = new_types
+            new_types.append(self._pin_resource_type(p.name, tname, t))
+        if "resource_types" in p.out or new_types:
+            p.out["resource_types"] = new_types
             if not new_types:
-                del out["resource_types"]
-        return out
+                del p.out["resource_types"]
+
+    def _pin_resource_type(self, pipeline: str, tname: str, t: dict[str, Any]) -> dict[str, Any]:
+        """The type's definition reading its carried image; unchanged (and refused) when its image cannot be."""
+        ttype = t.get("type")
+        where = f"{pipeline}: resource_types.{tname}"
+        if ttype not in IMAGE_TYPES:
+            self.refuse(pipeline, f"resource_types.{tname}", f"its image comes from a {ttype!r} resource")
+            return t
+        source = self.vars.resolve(t.get("source") or {})
+        try:
+            repo = needs(source.get("repository"), "source.repository")
+            tag = source.get("tag")
+            tag = needs(str(tag), "source.tag") if tag is not None else None
+            entry = self.image_entry(repo, tag, None, where)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        doc = self.image_resource_doc(entry)
+        kept: dict[str, Any] = {k: t[k] for k in ("name", "privileged", "defaults", "check_every", "tags") if k in t}
+        new_t: dict[str, Any] = {**kept, "type": doc["type"], "source": doc["source"]}
+        if doc.get("params"):
+            new_t["params"] = doc["params"]
+        return new_t
 
     def _carry_resource(
         self,
@@ -825,8 +889,6 @@ def pin_files(
     log: Log,
 ) -> PinResult:
     """Read pipelines, pin them, write ``out_dir/offline.lock.yml`` and the rewritten pipelines."""
-    from offline_bundle.lint.pipeline import load_params
-
     if not paths:
         raise ConfigError("give at least one pipeline file")
     docs: dict[str, Any] = {}
