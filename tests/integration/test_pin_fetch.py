@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from offline_bundle.offline.pin import Vars, load_lock
+from offline_bundle.offline.lock import load_lock
+from offline_bundle.offline.vars import Vars
 from tests.support.cli import run_cli
 from tests.support.gitrepo import GitRepo
 from tests.support.gpgkeys import GpgKeys

@@ -19,16 +19,10 @@ import yaml
 
 from offline_bundle.errors import ConfigError
 from offline_bundle.lint.pipeline import lint_document
-from offline_bundle.offline.pin import (
-    FileIdentity,
-    ImageIdentity,
-    PinError,
-    PinOptions,
-    Vars,
-    load_lock,
-    pin_files,
-    slug,
-)
+from offline_bundle.offline.lock import load_lock, slug
+from offline_bundle.offline.pin import PinError, PinOptions, pin_files
+from offline_bundle.offline.resolvers import FileIdentity, ImageIdentity
+from offline_bundle.offline.vars import Vars
 from tests.support.schema import load_schema, schema_errors
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "pin"

@@ -10,9 +10,12 @@ from offline_bundle.core.log import Log, Redactor
 from offline_bundle.errors import ConfigError
 from offline_bundle.lint.pipeline import load_params
 from offline_bundle.offline.fetch import FetchOptions, fetch_lock, parse_part_spec
+from offline_bundle.offline.lock import load_lock
 from offline_bundle.offline.oci.publish import publish_images
 from offline_bundle.offline.oci.registry import RegistryClient
-from offline_bundle.offline.pin import LiveResolvers, PinOptions, Vars, load_lock, pin_files
+from offline_bundle.offline.pin import PinOptions, pin_files
+from offline_bundle.offline.resolvers import LiveResolvers
+from offline_bundle.offline.vars import Vars
 
 
 def cmd_pin(args: argparse.Namespace, log: Log, redact: Redactor) -> int:

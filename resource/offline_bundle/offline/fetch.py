@@ -27,12 +27,13 @@ from typing import Any
 
 from offline_bundle.core.names import check_part_name
 from offline_bundle.errors import BundleError, ConfigError
+from offline_bundle.offline.lock import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, load_lock
 from offline_bundle.offline.oci.reference import parse_image_ref
 from offline_bundle.offline.oci.registry import RegistryClient
-from offline_bundle.offline.pin import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, Vars, load_lock
 from offline_bundle.offline.remote.common import sha256_file
 from offline_bundle.offline.remote.git import git_archive
 from offline_bundle.offline.remote.http import Downloader
+from offline_bundle.offline.vars import Vars
 
 Log = Callable[[str], None]
 PARTS_FILE = "parts.json"

@@ -30,296 +30,39 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, cast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import yaml
 
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.lint.pipeline import VAR_RE, load_params, load_yaml, parse_var
-from offline_bundle.offline.oci.reference import parse_image_ref
-from offline_bundle.offline.oci.registry import RegistryClient
-from offline_bundle.offline.remote.git import git_read_file, git_resolve
-from offline_bundle.offline.remote.github import github_release_assets
+from offline_bundle.lint.pipeline import load_params, load_yaml
+from offline_bundle.offline.lock import (
+    FILES_ARCHIVE,
+    GIT_FILE,
+    LOCK_NAME,
+    OCI_FILE,
+    ROOTFS_FILE,
+    Entry,
+    Lock,
+    dump_yaml,
+    slug,
+)
+from offline_bundle.offline.remote.common import Log
+from offline_bundle.offline.resolvers import FileIdentity, Resolvers
+from offline_bundle.offline.vars import Vars, credential_refs, needs
 
-Log = Callable[[str], None]
-LOCK_NAME = "offline.lock.yml"
-LOCK_FORMAT = 1
 DEFAULT_PREFIX = "offline/"
 DEFAULT_S3_VAR_PREFIX = "offline_s3_"
 IMAGE_TYPES = frozenset({"registry-image", "docker-image"})
 FILE_TYPES = frozenset({"http", "http-resource", "http-file"})
 INTERNAL_TYPES = frozenset({"time", "mock"})  # these reach nothing outside the worker
-CREDENTIAL_KEYS = ("private_key", "username", "password", "access_token", "api_token")
-ROOTFS_FILE = "rootfs.tgz"
-OCI_FILE = "image.tar"
-GIT_FILE = "source.tgz"
-FILES_ARCHIVE = "files.tar"
 _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 
 
 class PinError(BundleError):
     """Some resources cannot be carried (each is listed on stderr)."""
-
-
-# ---------------------------------------------------------------------------------------- resolvers
-
-
-@dataclass(frozen=True)
-class ImageIdentity:
-    repository: str  # "host/path" as the registry client spells it canonically
-    tag: str | None
-    index_digest: str | None
-    digest: str
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    name: str
-    url: str
-    size: int | None
-    sha256: str | None
-    api_url: str | None = None  # GitHub: the asset's API URL, the one a token can download from
-
-
-class Resolvers(Protocol):
-    """What ``pin`` asks the outside world; the real one is ``LiveResolvers`` (registry, git, GitHub API)."""
-
-    def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity: ...
-
-    def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str: ...
-
-    def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes: ...
-
-    def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]: ...
-
-
-class LiveResolvers:
-    """The real registry (``oci``), git (``remote``) and GitHub API; caches answers for one run."""
-
-    def __init__(
-        self,
-        *,
-        insecure_registries: tuple[str, ...] = (),
-        cache_dir: Path | None = None,
-        ca_bundle: str | None = None,
-        log: Log,
-    ) -> None:
-        self.log = log
-        self.ca_bundle = ca_bundle
-        self.registry = RegistryClient(insecure_registries=insecure_registries, log=log)
-        self.cache_dir = cache_dir
-        self._images: dict[tuple[str, str | None, str | None], ImageIdentity] = {}
-        self._commits: dict[tuple[str, str | None], str] = {}
-
-    def image(self, reference: str, tag: str | None, digest: str | None) -> ImageIdentity:
-        key = (reference, tag, digest)
-        if key not in self._images:
-            ref = parse_image_ref(reference, tag=tag)
-            if digest:
-                ref = ref.with_digest(digest)
-            resolved = self.registry.resolve(ref)
-            self._images[key] = ImageIdentity(
-                repository=f"{ref.registry}/{ref.repository}",
-                tag=ref.tag,
-                index_digest=resolved.index_digest,
-                digest=resolved.digest,
-            )
-        return self._images[key]
-
-    def git_commit(self, uri: str, ref: str | None, private_key: str | None) -> str:
-        key = (uri, ref)
-        if key not in self._commits:
-            self._commits[key] = git_resolve(uri, ref, log=self.log, cache_dir=self.cache_dir, **_key_arg(private_key))
-        return self._commits[key]
-
-    def git_file(self, uri: str, commit: str, path: str, private_key: str | None) -> bytes:
-        return git_read_file(uri, commit, path, cache_dir=self.cache_dir, **_key_arg(private_key))
-
-    def github_release(self, source: Mapping[str, Any], tag: str | None) -> tuple[str, list[FileIdentity]]:
-        release_tag, assets = github_release_assets(source, tag=tag, ca_bundle=self.ca_bundle, log=self.log)
-        return release_tag, [FileIdentity(a.name, a.url, a.size, a.sha256, a.api_url) for a in assets]
-
-
-def _key_arg(private_key: str | None) -> dict[str, str]:
-    return {"private_key": private_key} if private_key else {}
-
-
-# ------------------------------------------------------------------------------------------- ((vars))
-
-
-class Vars:
-    """``((var))`` interpolation as ``fly set-pipeline -l`` does it, for the values pin must know.
-
-    A value that is exactly one ``((var))`` becomes the var's value (a map or list too); a var inside
-    a longer string is replaced by its text. Vars of a named var source (``((vault:x))``) and vars not
-    given stay as they are; a field pin needs that still holds one is an error naming it.
-    """
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self.values = dict(values)
-
-    def lookup(self, text: str) -> tuple[bool, Any]:
-        ref = parse_var(text)
-        if ref.source is not None or ref.name not in self.values:
-            return False, None
-        value = self.values[ref.name]
-        for f in ref.fields:
-            if not isinstance(value, dict) or f not in value:
-                return False, None
-            value = value[f]
-        return True, value
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, str):
-            whole = VAR_RE.fullmatch(value.strip())
-            if whole:
-                found, got = self.lookup(whole.group(1))
-                return self.resolve(got) if found else value
-
-            def one(m: re.Match[str]) -> str:
-                found, got = self.lookup(m.group(1))
-                return str(got) if found and not isinstance(got, dict | list) else m.group(0)
-
-            return VAR_RE.sub(one, value)
-        if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        return value
-
-    def with_values(self, more: Mapping[str, Any]) -> Vars:
-        return Vars({**self.values, **more})
-
-
-def needs(value: Any, what: str) -> str:
-    """A field pin must know: a non-empty string without an unresolved ``((var))``."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{what} must be a non-empty string")
-    if VAR_RE.search(value):
-        raise ConfigError(f"{what} is {value!r}: give that var with --vars (pin must know it to lock it)")
-    return value
-
-
-def credential_refs(raw_source: Mapping[str, Any], where: str, log: Log) -> dict[str, str]:
-    """Credential fields as their ``((var))`` text, never a value: the lock is written to disk and carried.
-
-    fetch resolves them again from its own ``--vars``. A literal credential in a pipeline is left out
-    with a warning (it would otherwise be copied into the lock).
-    """
-    out: dict[str, str] = {}
-    for k in CREDENTIAL_KEYS:
-        v = raw_source.get(k)
-        if v is None:
-            continue
-        if isinstance(v, str) and VAR_RE.fullmatch(v.strip()):
-            out[k] = v.strip()
-        else:
-            log(f"warning: {where}.source.{k} is a literal value; not copied into the lock (give it as a ((var)))")
-    return out
-
-
-# ------------------------------------------------------------------------------------------ the lock
-
-
-def slug(text: str, limit: int = 80) -> str:
-    """A key- and part-name-safe form of a repository, URL or name (readable, not unique by itself)."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
-    s = re.sub(r"\.\.+", ".", s)
-    if len(s) > limit:
-        s = s[: limit - 13] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-    return s
-
-
-@dataclass
-class Entry:
-    """One locked artifact. ``keys`` maps each carried file to its air-gapped object key."""
-
-    kind: str  # image | git | file
-    id: str
-    part: str
-    destination: str
-    keys: dict[str, str]
-    fields: dict[str, Any]
-    used_by: list[str] = field(default_factory=list)
-
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "id": self.id,
-            **self.fields,
-            "part": self.part,
-            "destination": self.destination,
-            "keys": dict(sorted(self.keys.items())),
-            "used_by": sorted(set(self.used_by)),
-        }
-
-
-def entry_from_doc(doc: Mapping[str, Any]) -> Entry:
-    base = {"kind", "id", "part", "destination", "keys", "used_by"}
-    missing = sorted(k for k in base if k not in doc)
-    if missing:
-        raise ConfigError(f"lock entry {doc.get('id', '?')!r} lacks {', '.join(missing)}")
-    return Entry(
-        kind=str(doc["kind"]),
-        id=str(doc["id"]),
-        part=str(doc["part"]),
-        destination=str(doc["destination"]),
-        keys={str(k): str(v) for k, v in dict(doc["keys"]).items()},
-        fields={k: v for k, v in doc.items() if k not in base},
-        used_by=list(doc.get("used_by") or []),
-    )
-
-
-@dataclass
-class Lock:
-    prefix: str
-    form: str  # "s3" or "registry"
-    registry: str | None
-    pipelines: list[str]
-    entries: dict[str, Entry] = field(default_factory=dict)
-    kept: list[dict[str, str]] = field(default_factory=list)
-    refused: list[dict[str, str]] = field(default_factory=list)
-
-    def to_yaml(self) -> str:
-        doc = {
-            "lock_format": LOCK_FORMAT,
-            "prefix": self.prefix,
-            "form": self.form,
-            "registry": self.registry,
-            "pipelines": sorted(self.pipelines),
-            "artifacts": [e.to_doc() for _, e in sorted(self.entries.items())],
-            "kept": sorted(self.kept, key=lambda k: (k["pipeline"], k["resource"])),
-            "refused": sorted(self.refused, key=lambda k: (k["pipeline"], k["what"])),
-        }
-        return _dump(doc)
-
-
-def load_lock(path: str | os.PathLike[str]) -> Lock:
-    doc = load_yaml(str(path), "lock")
-    if not isinstance(doc, dict) or doc.get("lock_format") != LOCK_FORMAT:
-        raise ConfigError(f"{path} is not an offline.lock.yml of lock_format {LOCK_FORMAT}")
-    artifacts = doc.get("artifacts") or []
-    if not isinstance(artifacts, list):
-        raise ConfigError(f"{path}: artifacts must be a list")
-    lock = Lock(
-        prefix=str(doc.get("prefix") or ""),
-        form=str(doc.get("form") or "s3"),
-        registry=doc.get("registry"),
-        pipelines=list(doc.get("pipelines") or []),
-        kept=list(doc.get("kept") or []),
-        refused=list(doc.get("refused") or []),
-    )
-    for item in artifacts:
-        if not isinstance(item, dict):
-            raise ConfigError(f"{path}: every artifact must be a map")
-        e = entry_from_doc(item)
-        if e.id in lock.entries:
-            raise ConfigError(f"{path}: artifact {e.id} is listed twice")
-        lock.entries[e.id] = e
-    return lock
 
 
 # --------------------------------------------------------------------------------------- the pinner
@@ -861,17 +604,6 @@ def _escape(text: str) -> str:
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
 
 
-class _PlainDumper(yaml.SafeDumper):
-    """No ``&id001`` anchors: a pipeline read by people (and by fly) has every value written out."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _dump(doc: Any) -> str:
-    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, width=1000, default_flow_style=False)
-
-
 def _strip_userinfo(uri: str) -> str:
     return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", uri)
 
@@ -901,7 +633,7 @@ def pin_files(
     result = Pinner(resolvers, options, vars_, log).pin(docs)
     os.makedirs(out_dir, exist_ok=True)
     for base, doc in result.pipelines.items():
-        _write_atomic(os.path.join(out_dir, base), _dump(doc))
+        _write_atomic(os.path.join(out_dir, base), dump_yaml(doc))
     _write_atomic(os.path.join(out_dir, LOCK_NAME), result.lock.to_yaml())
     return result
 
