@@ -20,11 +20,12 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.names import check_part_name
 from offline_bundle.errors import BundleError, ConfigError
 from offline_bundle.offline.lock import FILES_ARCHIVE, GIT_FILE, OCI_FILE, ROOTFS_FILE, Entry, Lock, load_lock
@@ -35,7 +36,6 @@ from offline_bundle.offline.remote.git import git_archive
 from offline_bundle.offline.remote.http import Downloader
 from offline_bundle.offline.vars import Vars
 
-Log = Callable[[str], None]
 PARTS_FILE = "parts.json"
 STATE_FILE = "fetched.json"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from offline_bundle.core.yamlfile import load_yaml
 from offline_bundle.errors import ConfigError
-from offline_bundle.lint.pipeline import load_yaml
 
 LOCK_NAME = "offline.lock.yml"
 LOCK_FORMAT = 1

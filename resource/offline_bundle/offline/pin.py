@@ -36,8 +36,10 @@ from typing import Any, cast
 
 import yaml
 
+from offline_bundle.core.log import Log
+from offline_bundle.core.yamlfile import load_yaml
 from offline_bundle.errors import BundleError, ConfigError
-from offline_bundle.lint.pipeline import load_params, load_yaml
+from offline_bundle.lint.pipeline import load_params
 from offline_bundle.offline.lock import (
     FILES_ARCHIVE,
     GIT_FILE,
@@ -49,7 +51,6 @@ from offline_bundle.offline.lock import (
     dump_yaml,
     slug,
 )
-from offline_bundle.offline.remote.common import Log
 from offline_bundle.offline.resolvers import FileIdentity, Resolvers
 from offline_bundle.offline.vars import Vars, credential_refs, needs
 

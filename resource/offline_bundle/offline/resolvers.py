@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from offline_bundle.core.log import Log
 from offline_bundle.offline.oci.reference import parse_image_ref
 from offline_bundle.offline.oci.registry import RegistryClient
-from offline_bundle.offline.remote.common import Log
 from offline_bundle.offline.remote.git import git_read_file, git_resolve
 from offline_bundle.offline.remote.github import github_release_assets
 

@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from offline_bundle.core.log import Log
 from offline_bundle.errors import ConfigError
 from offline_bundle.lint.pipeline import VAR_RE, parse_var
-from offline_bundle.offline.remote.common import Log
 
 CREDENTIAL_KEYS = ("private_key", "username", "password", "access_token", "api_token")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+from offline_bundle.core.log import Log
 from offline_bundle.errors import ConfigError
 from offline_bundle.offline.oci.layout import read_oci_archive_manifest
 from offline_bundle.offline.oci.reference import (
@@ -23,7 +24,6 @@ from offline_bundle.offline.oci.reference import (
     split_registry,
 )
 from offline_bundle.offline.oci.registry import RegistryClient
-from offline_bundle.offline.remote.common import Log
 
 
 def _is_saved_archive(path: Path) -> bool:

@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.progress import human
 from offline_bundle.errors import ConfigError
 from offline_bundle.offline.oci.auth import (
@@ -67,7 +68,7 @@ from offline_bundle.offline.oci.reference import (
     SavedImage,
 )
 from offline_bundle.offline.oci.rootfs import write_rootfs_tarball
-from offline_bundle.offline.remote.common import Log, quiet, sha256_file
+from offline_bundle.offline.remote.common import quiet, sha256_file
 
 CHUNK = 1 << 20
 # Blob reads: a connection that breaks loses the chunk being read, so keep it small enough that a

@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from offline_bundle.core.log import Log
 from offline_bundle.offline.oci.layout import HashingWriter, tar_info
 from offline_bundle.offline.oci.reference import RegistryError
-from offline_bundle.offline.remote.common import Log, quiet
+from offline_bundle.offline.remote.common import quiet
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offline_bundle.errors import BundleError, ConfigError
 
-Log = Callable[[str], None]
 CHUNK = 64 * 1024  # small reads: a connection cut loses at most the bytes of one read
 HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")

@@ -18,12 +18,12 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.progress import human
 from offline_bundle.errors import ConfigError
 from offline_bundle.offline.remote.common import (
     HEX40,
     Downloaded,
-    Log,
     RemoteError,
     quiet,
     redact_uri,

@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 import requests
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.versions import semver_key
 from offline_bundle.errors import ConfigError
-from offline_bundle.offline.remote.common import HEX64, Log, RemoteError, check_scheme, quiet, reason, redact_url
+from offline_bundle.offline.remote.common import HEX64, RemoteError, check_scheme, quiet, reason, redact_url
 from offline_bundle.offline.remote.http import DEFAULT_TIMEOUT, ca_file
 
 DEFAULT_GITHUB_API = "https://api.github.com/"

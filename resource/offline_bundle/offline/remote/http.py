@@ -21,12 +21,12 @@ from typing import Any
 import requests
 import urllib3
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.progress import human
 from offline_bundle.errors import ConfigError
 from offline_bundle.offline.remote.common import (
     CHUNK,
     Downloaded,
-    Log,
     RemoteError,
     check_scheme,
     hash_file_state,
