@@ -1,4 +1,4 @@
-"""oci.py against a real registry (Debian's docker-registry, distribution 2.8) on loopback, with skopeo
+"""offline/oci against a real registry (Debian's docker-registry, distribution 2.8) on loopback, with skopeo
 as the independent client that puts images in and reads back what ``push`` wrote."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""remote.py against real servers on loopback: an HTTPS file server with a private CA, a CONNECT proxy,
+"""offline/remote against real servers on loopback: an HTTPS file server with a private CA, a CONNECT proxy,
 a git repository reached as file://, and a server answering in the GitHub REST API's shapes.
 
 The server logs every byte range it sent, so "a resume transfers only the rest" is measured, not assumed.

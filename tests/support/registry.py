@@ -1,9 +1,9 @@
-"""A real container registry, test images made in Python, skopeo, and a Bearer-token proxy, for oci.py's tests.
+"""A real container registry, test images made in Python, skopeo, and a Bearer-token proxy, for offline/oci's tests.
 
 Why the real thing: Debian's ``docker-registry`` is CNCF distribution 2.8, the registry most
 air-gapped sites run (and the reference for the v2 API), so pushes and pulls are checked against the
 server's own rules (digest checks, upload sessions, manifest validation) rather than a mock's idea
-of them. Images are pushed into it with ``skopeo``, an independent client, so a bug in ``oci.py``
+of them. Images are pushed into it with ``skopeo``, an independent client, so a bug in ``offline/oci``
 cannot hide on both sides of a round trip; ``skopeo inspect --raw`` reads back what ``push`` wrote.
 
 Distribution 2.8 only does token auth against an external token server, so ``BearerProxy`` plays

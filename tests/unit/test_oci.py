@@ -1,4 +1,4 @@
-"""oci.py without a registry: references, challenges, Docker config, layer merging, archive determinism."""
+"""offline/oci without a registry: references, challenges, Docker config, layer merging, archive determinism."""
 
 from __future__ import annotations
 

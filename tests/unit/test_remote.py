@@ -1,4 +1,4 @@
-"""remote.py's pure parts: names in messages, URL policy, ranges, backoff, release choice, the SSH key file."""
+"""offline/remote's pure parts: names in messages, URL policy, ranges, backoff, release choice, the SSH key file."""
 
 from __future__ import annotations
 
