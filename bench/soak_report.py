@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,72 @@ def mib(n: float) -> str:
     return f"{n / (1 << 20):,.0f} MiB" if n >= 1 << 20 else f"{n:,.0f} B"
 
 
+def fault_rows(doc: dict[str, Any]) -> list[str]:
+    rows = ["| fault | survived | total time | what it cost |", "|---|---|---|---|"]
+    for key, what, total in FAULTS:
+        f = doc.get(key)
+        if f is None:
+            rows.append(f"| {what} | not run | – | – |")
+            continue
+        cost = [text(f) for field, text in COSTS if field in f]
+        rows.append(f"| {what} | {'yes' if f.get('survived') else 'NO'} | {f.get(total, '?')} s | {'; '.join(cost)} |")
+    return rows
+
+
+# What a fault cost, by the field its test recorded.
+COSTS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    (
+        "bytes_resent_total",
+        lambda f: f"{mib(f['bytes_resent_total'])} re-sent in all, {mib(f['bytes_resent_per_cut'])} per cut",
+    ),
+    ("gateway_down_s", lambda f: f"gateway down {f['gateway_down_s']} s"),
+    ("victim_held_bytes", lambda f: f"the killed server held {mib(f['victim_held_bytes'])} of the bucket"),
+    (
+        "uploads_left_by_dead_run",
+        lambda f: f"{f['uploads_left_by_dead_run']} open upload left, aborted by `prune --grace-hours 0`",
+    ),
+    ("retry_lines", lambda f: f"{f['retry_lines']} retry line(s) on stderr"),
+]
+
+# Each concurrency test's row, by the key its figures are under.
+CONCURRENCY: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    (
+        "four_puts_at_once",
+        lambda f: f"| four puts of different versions at once | {f['committed']} committed, {f['wall_s']} s |",
+    ),
+    ("two_puts_one_version", lambda f: f"| two puts of one version | one wins; the other: `{f['loser_message']}` |"),
+    ("four_gets_at_once", lambda f: f"| four gets of one version at once | all whole, {f['wall_s']} s |"),
+    ("check_during_put", lambda f: f"| `check` during a put | {f['checks']} checks, never half a version |"),
+]
+
+
+def concurrency_rows(doc: dict[str, Any]) -> list[str]:
+    return ["| concurrency | result |", "|---|---|"] + [row(doc[key]) for key, row in CONCURRENCY if key in doc]
+
+
+def check_rows(f: dict[str, Any]) -> list[str]:
+    return [
+        f"| `check` over {f['versions']} versions (median of {f['runs']}) | latest | from the middle |",
+        "|---|---|---|",
+        f"| clean | {f['latest_s']} s | {f['from_middle_s']} s |",
+        f"| with {f['junk']} junk objects a carrier added | {f['latest_with_junk_s']} s | "
+        f"{f['from_middle_with_junk_s']} s |",
+    ]
+
+
+def scale_rows(s: dict[str, Any]) -> list[str]:
+    rows = [
+        "| bundle | out | out peak RSS | in | in peak RSS | in wrote (× payload) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for gib, r in sorted(s.items(), key=lambda kv: int(kv[0])):
+        rows.append(
+            f"| {gib} GiB | {r['out_wall_s']} s | {r['out_peak_rss_mb']} MB | {r['in_wall_s']} s | "
+            f"{r['in_peak_rss_mb']} MB | {r['in_disk_write_ratio']} |"
+        )
+    return rows
+
+
 def render(doc: dict[str, Any], when: str) -> str:
     sizes = doc.get("sizes", {})
     lines = [
@@ -38,62 +105,14 @@ def render(doc: dict[str, Any], when: str) -> str:
         f"{sizes.get('cuts', '?')} connection cuts), a SeaweedFS cluster of one master, three volume servers "
         "(replication 001), a filer and the S3 gateway on loopback.",
         "",
-        "| fault | survived | total time | what it cost |",
-        "|---|---|---|---|",
+        *fault_rows(doc),
+        "",
+        *concurrency_rows(doc),
     ]
-    for key, what, total in FAULTS:
-        f = doc.get(key)
-        if f is None:
-            lines.append(f"| {what} | not run | – | – |")
-            continue
-        cost = []
-        if "bytes_resent_total" in f:
-            cost.append(f"{mib(f['bytes_resent_total'])} re-sent in all, {mib(f['bytes_resent_per_cut'])} per cut")
-        if "gateway_down_s" in f:
-            cost.append(f"gateway down {f['gateway_down_s']} s")
-        if "victim_held_bytes" in f:
-            cost.append(f"the killed server held {mib(f['victim_held_bytes'])} of the bucket")
-        if "uploads_left_by_dead_run" in f:
-            cost.append(f"{f['uploads_left_by_dead_run']} open upload left, aborted by `prune --grace-hours 0`")
-        if "retry_lines" in f:
-            cost.append(f"{f['retry_lines']} retry line(s) on stderr")
-        lines.append(f"| {what} | {'yes' if f.get('survived') else 'NO'} | {f.get(total, '?')} s | {'; '.join(cost)} |")
-    lines += ["", "| concurrency | result |", "|---|---|"]
-    if "four_puts_at_once" in doc:
-        f = doc["four_puts_at_once"]
-        lines.append(f"| four puts of different versions at once | {f['committed']} committed, {f['wall_s']} s |")
-    if "two_puts_one_version" in doc:
-        lines.append(
-            f"| two puts of one version | one wins; the other: `{doc['two_puts_one_version']['loser_message']}` |"
-        )
-    if "four_gets_at_once" in doc:
-        f = doc["four_gets_at_once"]
-        lines.append(f"| four gets of one version at once | all whole, {f['wall_s']} s |")
-    if "check_during_put" in doc:
-        f = doc["check_during_put"]
-        lines.append(f"| `check` during a put | {f['checks']} checks, never half a version |")
     if "check_300_versions" in doc:
-        f = doc["check_300_versions"]
-        lines += [
-            "",
-            f"| `check` over {f['versions']} versions (median of {f['runs']}) | latest | from the middle |",
-            "|---|---|---|",
-            f"| clean | {f['latest_s']} s | {f['from_middle_s']} s |",
-            f"| with {f['junk']} junk objects a carrier added | {f['latest_with_junk_s']} s | "
-            f"{f['from_middle_with_junk_s']} s |",
-        ]
+        lines += ["", *check_rows(doc["check_300_versions"])]
     if "scale_8gib" in doc:
-        s = doc["scale_8gib"]
-        lines += [
-            "",
-            "| bundle | out | out peak RSS | in | in peak RSS | in wrote (× payload) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for gib, r in sorted(s.items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| {gib} GiB | {r['out_wall_s']} s | {r['out_peak_rss_mb']} MB | {r['in_wall_s']} s | "
-                f"{r['in_peak_rss_mb']} MB | {r['in_disk_write_ratio']} |"
-            )
+        lines += ["", *scale_rows(doc["scale_8gib"])]
     lines.append(END)
     return "\n".join(lines)
 

@@ -382,36 +382,43 @@ def test_a_same_size_object_planted_for_a_payload_the_medium_does_not_carry_stop
 # -------------------------------------------------------------------------------------- nonsense indexes
 
 
+def _set(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    for step in path[:-1]:
+        doc = doc[step]
+    doc[path[-1]] = value
+
+
+def _huge_numbers(doc: dict[str, Any]) -> None:
+    doc["payload"]["size"] = 10**30
+    doc["piece_size"] = PIECE
+
+
+# How each nonsense index is made from a good one: a function that edits the parsed index in place,
+# or returns a text that replaces the whole file.
+EDITS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "piece_size 0": lambda d: _set(d, ("piece_size",), 0),
+    "negative payload size": lambda d: _set(d, ("payload", "size"), -1),
+    "negative piece size": lambda d: _set(d, ("pieces", 1, "size"), -5),
+    "a piece missing": lambda d: _set(d, ("pieces",), d["pieces"][:-1]),
+    "a piece too many": lambda d: d["pieces"].append(
+        {**d["pieces"][-1], "name": "00004", "offset": d["payload"]["size"]}
+    ),
+    "huge numbers": _huge_numbers,
+    "huge piece size": lambda d: _set(d, ("piece_size",), 10**30),
+    "a 5000-digit number": lambda d: json.dumps(d).replace(
+        f'"piece_size": {d["piece_size"]}', '"piece_size": ' + "9" * 5000
+    ),
+    "non-hex hash": lambda d: _set(d, ("pieces", 0, "sha256"), "z" * 64),
+    "../x as a piece name": lambda d: _set(d, ("pieces", 0, "name"), "../x"),
+    "an absolute piece name": lambda d: _set(d, ("pieces", 0, "name"), "/etc/shadow"),
+    "deep nesting": lambda d: "[" * 200_000 + "]" * 200_000,
+    "not JSON": lambda d: "\x00\xff not json",
+}
+
+
 def _edit(doc: dict[str, Any], how: str) -> str | None:
     """Change a parsed index as ``how`` says; a string return replaces the whole file's text."""
-    if how == "piece_size 0":
-        doc["piece_size"] = 0
-    elif how == "negative payload size":
-        doc["payload"]["size"] = -1
-    elif how == "negative piece size":
-        doc["pieces"][1]["size"] = -5
-    elif how == "a piece missing":
-        doc["pieces"].pop()
-    elif how == "a piece too many":
-        doc["pieces"].append({**doc["pieces"][-1], "name": "00004", "offset": doc["payload"]["size"]})
-    elif how == "huge numbers":
-        doc["payload"]["size"] = 10**30
-        doc["piece_size"] = PIECE
-    elif how == "huge piece size":
-        doc["piece_size"] = 10**30
-    elif how == "a 5000-digit number":
-        return json.dumps(doc).replace(f'"piece_size": {doc["piece_size"]}', '"piece_size": ' + "9" * 5000)
-    elif how == "non-hex hash":
-        doc["pieces"][0]["sha256"] = "z" * 64
-    elif how == "../x as a piece name":
-        doc["pieces"][0]["name"] = "../x"
-    elif how == "an absolute piece name":
-        doc["pieces"][0]["name"] = "/etc/shadow"
-    elif how == "deep nesting":
-        return "[" * 200_000 + "]" * 200_000
-    elif how == "not JSON":
-        return "\x00\xff not json"
-    return None
+    return EDITS[how](doc)
 
 
 @pytest.mark.parametrize(

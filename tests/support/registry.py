@@ -445,125 +445,127 @@ class BearerProxy:
         return (user, password) == (self.username, self.password)
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        proxy = self
+        return type("Handler", (_ProxyHandler,), {"proxy": self})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:
-                proxy.log.add(format % args)
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """The proxy's request handler; ``proxy`` is set on the subclass each BearerProxy makes."""
 
-            def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for k, v in (headers or {}).items():
+    proxy: BearerProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.proxy.log.add(format % args)
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _scope(self) -> str:
+        path = self.path.split("?", 1)[0]
+        repo = path.removeprefix("/v2/")
+        for marker in ("/manifests/", "/blobs/", "/tags/"):
+            if marker in repo:
+                repo = repo.split(marker, 1)[0]
+                break
+        else:
+            return ""
+        push = self.command in ("PUT", "POST", "PATCH", "DELETE")
+        return f"repository:{repo}:{'pull,push' if push else 'pull'}"
+
+    def _token(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        user = None
+        if auth.startswith("Basic "):
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            if (user, password) != (self.proxy.username, self.proxy.password):
+                self._reply(401, b'{"details":"bad credentials"}')
+                return
+        elif not self.proxy.allow_anonymous:
+            self._reply(401, b'{"details":"credentials required"}', {"WWW-Authenticate": 'Basic realm="t"'})
+            return
+        with self.proxy.log.lock:
+            self.proxy.log.token_requests.append({"user": user, **query})
+        token = secrets.token_urlsafe(24)
+        self.proxy.tokens.add(token)
+        key = "access_token" if self.proxy.access_token_field else "token"
+        self._reply(200, json.dumps({key: token}).encode(), {"Content-Type": "application/json"})
+
+    def _handle(self) -> None:
+        if self.path.startswith("/token"):
+            self._token()
+            return
+        auth = self.headers.get("Authorization", "")
+        if self.proxy.basic:
+            if not self.proxy._basic_ok(auth):
+                self._drain()
+                self._reply(401, b"", {"WWW-Authenticate": 'Basic realm="test-registry"'})
+                return
+        elif not (auth.startswith("Bearer ") and auth[7:] in self.proxy.tokens):
+            scope = self._scope()
+            challenge = f'Bearer realm="http://{self.proxy.host}/token",service="test-registry"'
+            if scope:
+                challenge += f',scope="{scope}"'
+            body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+            self._drain()
+            self._reply(401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+            return
+        status = self.proxy._take_failure(self.command, self.path)
+        if status is not None:
+            self._drain()
+            self._reply(status, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
+            return
+        self._forward()
+
+    def _drain(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "connection")}
+        if "Range" in self.headers:
+            with self.proxy.log.lock:
+                self.proxy.log.ranges.append(self.headers["Range"])
+        conn = http.client.HTTPConnection(self.proxy.backend, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            drop = self.proxy._drop_after if (self.command == "GET" and "/blobs/sha256:" in self.path) else None
+            if drop is not None and resp.status in (200, 206) and len(data) > drop:
+                self.proxy._drop_after = None
+            else:
+                drop = None
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding"):
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+            if "content-length" not in {k.lower() for k, _ in resp.getheaders()}:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            if drop is not None:
+                self.wfile.write(data[:drop])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(data)
+        finally:
+            conn.close()
 
-            def _scope(self) -> str:
-                path = self.path.split("?", 1)[0]
-                repo = path.removeprefix("/v2/")
-                for marker in ("/manifests/", "/blobs/", "/tags/"):
-                    if marker in repo:
-                        repo = repo.split(marker, 1)[0]
-                        break
-                else:
-                    return ""
-                push = self.command in ("PUT", "POST", "PATCH", "DELETE")
-                return f"repository:{repo}:{'pull,push' if push else 'pull'}"
-
-            def _token(self) -> None:
-                auth = self.headers.get("Authorization", "")
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                user = None
-                if auth.startswith("Basic "):
-                    user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
-                    if (user, password) != (proxy.username, proxy.password):
-                        self._reply(401, b'{"details":"bad credentials"}')
-                        return
-                elif not proxy.allow_anonymous:
-                    self._reply(401, b'{"details":"credentials required"}', {"WWW-Authenticate": 'Basic realm="t"'})
-                    return
-                with proxy.log.lock:
-                    proxy.log.token_requests.append({"user": user, **query})
-                token = secrets.token_urlsafe(24)
-                proxy.tokens.add(token)
-                key = "access_token" if proxy.access_token_field else "token"
-                self._reply(200, json.dumps({key: token}).encode(), {"Content-Type": "application/json"})
-
-            def _handle(self) -> None:
-                if self.path.startswith("/token"):
-                    self._token()
-                    return
-                auth = self.headers.get("Authorization", "")
-                if proxy.basic:
-                    if not proxy._basic_ok(auth):
-                        self._drain()
-                        self._reply(401, b"", {"WWW-Authenticate": 'Basic realm="test-registry"'})
-                        return
-                elif not (auth.startswith("Bearer ") and auth[7:] in proxy.tokens):
-                    scope = self._scope()
-                    challenge = f'Bearer realm="http://{proxy.host}/token",service="test-registry"'
-                    if scope:
-                        challenge += f',scope="{scope}"'
-                    body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
-                    self._drain()
-                    self._reply(401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
-                    return
-                status = proxy._take_failure(self.command, self.path)
-                if status is not None:
-                    self._drain()
-                    self._reply(status, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
-                    return
-                self._forward()
-
-            def _drain(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "connection")}
-                if "Range" in self.headers:
-                    with proxy.log.lock:
-                        proxy.log.ranges.append(self.headers["Range"])
-                conn = http.client.HTTPConnection(proxy.backend, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    drop = proxy._drop_after if (self.command == "GET" and "/blobs/sha256:" in self.path) else None
-                    if drop is not None and resp.status in (200, 206) and len(data) > drop:
-                        proxy._drop_after = None
-                    else:
-                        drop = None
-                    self.send_response(resp.status)
-                    for k, v in resp.getheaders():
-                        if k.lower() not in ("connection", "transfer-encoding"):
-                            self.send_header(k, v)
-                    if "content-length" not in {k.lower() for k, _ in resp.getheaders()}:
-                        self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if self.command == "HEAD":
-                        return
-                    if drop is not None:
-                        self.wfile.write(data[:drop])
-                        self.wfile.flush()
-                        self.close_connection = True
-                        with contextlib.suppress(OSError):
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                        return
-                    self.wfile.write(data)
-                finally:
-                    conn.close()
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
-
-        return Handler
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
 
 def write_docker_config(path: Path, host: str, username: str, password: str, *, style: str = "auth") -> Path:
