@@ -405,7 +405,7 @@ _EXTENDED_TYPES = frozenset(
 class _BoundedTarInfo(tarfile.TarInfo):
     """A TarInfo that refuses an extended header too large to be a name, before it is read."""
 
-    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER:
             raise VerificationError(
                 f"the archive has an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} "
@@ -483,15 +483,10 @@ def extract_part(
         check_links(expected)
     except VerificationError as e:
         raise VerificationError(f"part {part}: {e}") from None
-    seen: set[str] = set()
-    dirs: list[FileEntry] = []
-    written = 0
+    run = _Extraction(part, want, dest, on_bytes, sink)
     if dest is not None:
         os.makedirs(dest, exist_ok=True)
-        real_dest = os.path.realpath(dest)
-    # Folders this extraction made (relative to dest): real folders, so a file below one of them
-    # cannot be written through a symlink; only other parents need the realpath walk.
-    made: set[str] = {""}
+        run.real_dest = os.path.realpath(dest)
     # tarfile's stream reader copies what remains of its buffer on every read (each 512-byte header
     # too): a small buffer keeps that cheap for small files; large reads are unaffected.
     with tarfile.open(
@@ -503,94 +498,161 @@ def extract_part(
         tarinfo=_BoundedTarInfo,
     ) as tf:
         for ti in tf:
-            name = ti.name.rstrip("/") if ti.isdir() else ti.name
-            entry = want.get(name)
-            if entry is None:  # (a name the manifest lists passed this check when it was parsed)
-                try:
-                    check_member_path(name)
-                except VerificationError as e:
-                    raise VerificationError(f"part {part}: {e}") from None
-                raise VerificationError(f"part {part}: {name!r} is in the archive but not in the signed manifest")
-            if name in seen:
-                raise VerificationError(f"part {part}: {name!r} appears twice in the archive")
-            seen.add(name)
-            kind = _type_of(ti)
-            if kind != entry.type:
-                raise VerificationError(
-                    f"part {part}: {name!r} is a {kind} in the archive, a {entry.type} in the manifest"
-                )
-            if kind == "file" and ti.size != entry.size:
-                raise VerificationError(
-                    f"part {part}: {name!r} is {ti.size} bytes in the archive, {entry.size} in the manifest"
-                )
-            if kind == "symlink" and ti.linkname != entry.target:
-                raise VerificationError(f"part {part}: symlink {name!r} target differs from the manifest")
-            if kind == "symlink" and not symlink_stays_inside(name, ti.linkname):
-                raise VerificationError(f"part {part}: symlink {name!r} points outside its part")
-            target = None
-            if dest is not None:
-                target = os.path.join(dest, name)
-                rel_parent = os.path.dirname(name)
-                if rel_parent not in made and os.path.realpath(os.path.dirname(target)) != os.path.join(
-                    real_dest, rel_parent
-                ).rstrip("/"):
-                    raise VerificationError(f"part {part}: {name!r} would be written through a symlink")
-            if kind == "dir":
-                if target is not None:
-                    _create(part, name, os.mkdir, target, 0o700)
-                    if rel_parent in made:  # a real folder inside a real folder
-                        made.add(name)
-                dirs.append(entry)
-                continue
-            if kind == "symlink":
-                if target is not None:
-                    _create(part, name, os.symlink, entry.target or "", target)
-                    os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
-                continue
-            # The member's bytes straight from the tar stream (tarfile skips the padding on the next
-            # member); an unbuffered descriptor: small files are one write each.
-            src = tf.fileobj
-            h = hashlib.sha256()
-            fd = _create(part, name, os.open, target, _CREATE_FLAGS, 0o600) if target is not None else None
-            sunk = sink.begin(part, entry) if sink is not None else None
+            run.member(tf.fileobj.read, ti)
+    run.check_complete()
+    run.set_folder_modes()
+    return ExtractResult(files=sum(1 for f in expected if f.type == "file"), bytes=run.written)
+
+
+@dataclass
+class _Extraction:
+    """One part's extraction in progress: what the manifest admits and what the tar has delivered so far.
+
+    Each member goes through the same phases, in this order: it is admitted (listed, once, same
+    type, size and link target as the manifest says), its destination is resolved (never through
+    a symlink), then it is made: a folder, a link, or a regular file whose bytes must hash to the
+    manifest's SHA-256 before it keeps its mode. At the end the file set must be complete.
+    """
+
+    part: str
+    want: dict[str, FileEntry]
+    dest: str | None
+    on_bytes: Callable[[int], None] | None
+    sink: FileSink | None
+    real_dest: str = ""
+    seen: set[str] = field(default_factory=set)
+    dirs: list[FileEntry] = field(default_factory=list)
+    # Folders this extraction made (relative to dest): real folders, so a file below one of them
+    # cannot be written through a symlink; only other parents need the realpath walk.
+    made: set[str] = field(default_factory=lambda: {""})
+    written: int = 0
+
+    def member(self, read: Callable[[int], bytes], ti: tarfile.TarInfo) -> None:
+        name, entry = self._admit(ti)
+        target, rel_parent = self._destination(name)
+        if entry.type == "dir":
+            self._make_dir(name, entry, target, rel_parent)
+        elif entry.type == "symlink":
+            if target is not None:
+                _create(self.part, name, os.symlink, entry.target or "", target)
+                os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
+        else:
+            self._write_file(read, ti.size, name, entry, target)
+
+    def _admit(self, ti: tarfile.TarInfo) -> tuple[str, FileEntry]:
+        """The manifest's entry for ``ti``, which must be listed, met once, and agree with it."""
+        part = self.part
+        name = ti.name.rstrip("/") if ti.isdir() else ti.name
+        entry = self.want.get(name)
+        if entry is None:  # (a name the manifest lists passed this check when it was parsed)
             try:
-                remaining = ti.size
-                while remaining > 0:
-                    chunk = src.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise VerificationError(f"part {part}: {name!r} is truncated")
-                    h.update(chunk)
-                    remaining -= len(chunk)
-                    if fd is not None:
-                        _write_all(fd, chunk)
-                    if sunk is not None:
-                        sunk.write(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-                if h.hexdigest() != entry.sha256:
-                    raise VerificationError(f"part {part}: SHA-256 of {name!r} differs from the signed manifest")
-                if fd is not None:
-                    os.fchmod(fd, entry.mode)
-                    os.utime(fd, (entry.mtime, entry.mtime))
-            except BaseException:
-                if sunk is not None:
-                    sunk.abort()
-                raise
-            finally:
-                if fd is not None:
-                    os.close(fd)
+                check_member_path(name)
+            except VerificationError as e:
+                raise VerificationError(f"part {part}: {e}") from None
+            raise VerificationError(f"part {part}: {name!r} is in the archive but not in the signed manifest")
+        if name in self.seen:
+            raise VerificationError(f"part {part}: {name!r} appears twice in the archive")
+        self.seen.add(name)
+        _check_member(part, name, ti, entry)
+        return name, entry
+
+    def _destination(self, name: str) -> tuple[str | None, str]:
+        """(where ``name`` goes, its parent relative to dest); refused if a symlink leads there."""
+        if self.dest is None:
+            return None, ""
+        target = os.path.join(self.dest, name)
+        rel_parent = os.path.dirname(name)
+        if rel_parent not in self.made and os.path.realpath(os.path.dirname(target)) != os.path.join(
+            self.real_dest, rel_parent
+        ).rstrip("/"):
+            raise VerificationError(f"part {self.part}: {name!r} would be written through a symlink")
+        return target, rel_parent
+
+    def _make_dir(self, name: str, entry: FileEntry, target: str | None, rel_parent: str) -> None:
+        if target is not None:
+            _create(self.part, name, os.mkdir, target, 0o700)
+            if rel_parent in self.made:  # a real folder inside a real folder
+                self.made.add(name)
+        self.dirs.append(entry)  # its mode and time are set at the end, once nothing more goes in
+
+    def _write_file(
+        self, read: Callable[[int], bytes], size: int, name: str, entry: FileEntry, target: str | None
+    ) -> None:
+        """The member's bytes straight from the tar stream (tarfile skips the padding on the next
+        member), through an unbuffered descriptor: small files are one write each."""
+        fd = _create(self.part, name, os.open, target, _CREATE_FLAGS, 0o600) if target is not None else None
+        sunk = self.sink.begin(self.part, entry) if self.sink is not None else None
+        try:
+            self._copy(read, size, name, entry, fd, sunk)
+            if fd is not None:
+                os.fchmod(fd, entry.mode)
+                os.utime(fd, (entry.mtime, entry.mtime))
+        except BaseException:
             if sunk is not None:
-                sunk.commit()
-            written += ti.size
-    missing = sorted(set(want) - seen)
-    if missing:
-        raise VerificationError(
-            f"part {part}: {len(missing)} file(s) of the signed manifest are missing from the archive, "
-            f"e.g. {missing[0]!r}"
-        )
-    if dest is not None:
-        for d in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
-            path = os.path.join(dest, d.path)
+                sunk.abort()
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if sunk is not None:
+            sunk.commit()
+        self.written += size
+
+    def _copy(
+        self,
+        read: Callable[[int], bytes],
+        size: int,
+        name: str,
+        entry: FileEntry,
+        fd: int | None,
+        sunk: FileWriter | None,
+    ) -> None:
+        """Hand ``size`` bytes to the file and the sink; they must hash to the manifest's SHA-256."""
+        h = hashlib.sha256()
+        remaining = size
+        while remaining > 0:
+            chunk = read(min(CHUNK, remaining))
+            if not chunk:
+                raise VerificationError(f"part {self.part}: {name!r} is truncated")
+            h.update(chunk)
+            remaining -= len(chunk)
+            if fd is not None:
+                _write_all(fd, chunk)
+            if sunk is not None:
+                sunk.write(chunk)
+            if self.on_bytes:
+                self.on_bytes(len(chunk))
+        if h.hexdigest() != entry.sha256:
+            raise VerificationError(f"part {self.part}: SHA-256 of {name!r} differs from the signed manifest")
+
+    def check_complete(self) -> None:
+        missing = sorted(set(self.want) - self.seen)
+        if missing:
+            raise VerificationError(
+                f"part {self.part}: {len(missing)} file(s) of the signed manifest are missing from the archive, "
+                f"e.g. {missing[0]!r}"
+            )
+
+    def set_folder_modes(self) -> None:
+        """Deepest first: a read-only folder must not be closed before what goes below it is done."""
+        if self.dest is None:
+            return
+        for d in sorted(self.dirs, key=lambda e: e.path.count("/"), reverse=True):
+            path = os.path.join(self.dest, d.path)
             os.chmod(path, d.mode)
             os.utime(path, (d.mtime, d.mtime))
-    return ExtractResult(files=sum(1 for f in expected if f.type == "file"), bytes=written)
+
+
+def _check_member(part: str, name: str, ti: tarfile.TarInfo, entry: FileEntry) -> None:
+    """The archive's member must be what the manifest says: type, size, and for a link its target."""
+    kind = _type_of(ti)
+    if kind != entry.type:
+        raise VerificationError(f"part {part}: {name!r} is a {kind} in the archive, a {entry.type} in the manifest")
+    if kind == "file" and ti.size != entry.size:
+        raise VerificationError(
+            f"part {part}: {name!r} is {ti.size} bytes in the archive, {entry.size} in the manifest"
+        )
+    if kind == "symlink" and ti.linkname != entry.target:
+        raise VerificationError(f"part {part}: symlink {name!r} target differs from the manifest")
+    if kind == "symlink" and not symlink_stays_inside(name, ti.linkname):
+        raise VerificationError(f"part {part}: symlink {name!r} points outside its part")
