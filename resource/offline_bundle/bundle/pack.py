@@ -201,55 +201,18 @@ class Packer:
                 "set allow_unencrypted: true to make signed, unencrypted bundles"
             )
         plans = [plan_part(build_dir, p.name, p.path, p.destination) for p in params.parts]
-        recipients = (
-            openpgp.recipient_fingerprints(source.recipient_public_keys) if source.recipient_public_keys else []
-        )
-        encryption = Encryption(
-            recipients=tuple(recipients),
-            passphrase=source.encryption_passphrase is not None,
-            compression=source.compression,
-        )
+        encryption = self._encryption()
         check_commit_fits(plans, encryption, source, version, build)
         keys = trusted_keys(source)
-        if source.signing_private_key:
-            # Prove the key and its passphrase sign before gigabytes move, not after.
-            openpgp.clearsign(
-                b"offline-bundle signing probe", source.signing_private_key, source.signing_private_key_passphrase
-            )
-        else:
-            self.log("warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default")
+        self._probe_signing_key()
 
         existing = self.store.get_bytes(commit_key(source, version))
         if existing is not None:
-            try:
-                current = read_commit(source, self.store, version, keys=keys)
-            except VerificationError as e:
-                if not params.overwrite:
-                    raise BundleError(
-                        f"version {version} is already committed but its commit object does not verify ({e}); "
-                        "use overwrite: true to replace it"
-                    ) from None
-                current = None
-            if current is not None and self._same_content(plans, current):
-                self.log(f"version {version} is already committed with the same content: nothing uploaded")
-                return PutResult(current.manifest, current.signer, (), (), unchanged=True)
-            if not params.overwrite:
-                raise BundleError(
-                    f"version {version} of bundle {source.name} is already committed with other content; "
-                    "choose a new version, or set overwrite: true to replace it"
-                )
-            self.log(f"version {version} exists with other content: overwriting its commit object")
+            unchanged = self._check_existing(version, plans, keys, params.overwrite)
+            if unchanged is not None:
+                return unchanged
 
-        candidates = self._reuse_candidates(keys, encryption)
-        done: dict[str, Part] = {}
-        todo: list[PartPlan] = []
-        for plan in plans:
-            part = self._reuse(plan, candidates, encryption)
-            if part is None:
-                todo.append(plan)
-                continue
-            done[plan.name] = part
-            self.log(f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})")
+        done, todo = self._reuse_all(plans, keys, encryption)
         reused = list(done)
         created: list[str] = []  # payload objects of this put: removed again if it fails
         try:
@@ -261,6 +224,71 @@ class Packer:
         uploaded = [plan.name for plan in todo]
         # Not removed if the commit fails: a write that timed out may still have committed them.
         return self._commit(build, version, existing is not None, parts, uploaded, reused)
+
+    def _encryption(self) -> Encryption:
+        source = self.source
+        recipients = (
+            openpgp.recipient_fingerprints(source.recipient_public_keys) if source.recipient_public_keys else []
+        )
+        return Encryption(
+            recipients=tuple(recipients),
+            passphrase=source.encryption_passphrase is not None,
+            compression=source.compression,
+        )
+
+    def _probe_signing_key(self) -> None:
+        """Prove the key and its passphrase sign before gigabytes move, not after."""
+        source = self.source
+        if source.signing_private_key:
+            openpgp.clearsign(
+                b"offline-bundle signing probe", source.signing_private_key, source.signing_private_key_passphrase
+            )
+        else:
+            self.log("warning: no signing_private_key: the bundle will be unsigned and gets will refuse it by default")
+
+    def _check_existing(
+        self, version: str, plans: list[PartPlan], keys: list[str], overwrite: bool
+    ) -> PutResult | None:
+        """The result of a put that has nothing to do (the version holds the same content), else None.
+
+        Raises when the version holds other content (or does not verify) and ``overwrite`` is off.
+        """
+        source = self.source
+        try:
+            current = read_commit(source, self.store, version, keys=keys)
+        except VerificationError as e:
+            if not overwrite:
+                raise BundleError(
+                    f"version {version} is already committed but its commit object does not verify ({e}); "
+                    "use overwrite: true to replace it"
+                ) from None
+            current = None
+        if current is not None and self._same_content(plans, current):
+            self.log(f"version {version} is already committed with the same content: nothing uploaded")
+            return PutResult(current.manifest, current.signer, (), (), unchanged=True)
+        if not overwrite:
+            raise BundleError(
+                f"version {version} of bundle {source.name} is already committed with other content; "
+                "choose a new version, or set overwrite: true to replace it"
+            )
+        self.log(f"version {version} exists with other content: overwriting its commit object")
+        return None
+
+    def _reuse_all(
+        self, plans: list[PartPlan], keys: list[str], encryption: Encryption
+    ) -> tuple[dict[str, Part], list[PartPlan]]:
+        """(parts whose payload a committed version already holds, by name; the plans left to upload)."""
+        candidates = self._reuse_candidates(keys, encryption)
+        done: dict[str, Part] = {}
+        todo: list[PartPlan] = []
+        for plan in plans:
+            part = self._reuse(plan, candidates, encryption)
+            if part is None:
+                todo.append(plan)
+                continue
+            done[plan.name] = part
+            self.log(f"part {plan.name}: unchanged since a committed version, payload reused ({part.payload.key})")
+        return done, todo
 
     def _commit(
         self,

@@ -230,46 +230,18 @@ class Unpacker:
             self._check_destination(dest, parts)
         if params.skip_download:
             parts = []
-        staging = None
-        moved: list[str] = []
-        try:
-            if dest is not None:
-                staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
-                try:
-                    os.mkdir(staging, 0o700)
-                except OSError as e:
-                    raise path_error(e, dest, "cannot write into the destination") from None
-            if parts:
-                if dest is not None:  # verifying or streaming to a sink writes nothing here
-                    self._check_space(dest, parts)
-                use_key = self._use_key(parts)
-            # Each part into its own folder of the staging area, side by side; a sink takes one file at a time.
-            group = PartGroup(1 if sink is not None else min(self.parallel, len(parts)))
-            if group.workers > 1:
-                self.log(f"fetching {len(parts)} parts, {group.workers} at a time")
-            jobs = [
-                functools.partial(
-                    self._fetch_part, part, os.path.join(staging, part.name) if staging else None, use_key, sink
-                )
-                for part in parts
-            ]
-            results = group.run(jobs)
-            files = sum(r[0] for r in results)
-            total = sum(r[1] for r in results)
-            if staging is not None:
-                try:
-                    self._write_side_files(staging, trusted, parts)
-                    self._move_into_place(staging, dest, moved)  # type: ignore[arg-type]
-                except OSError as e:
-                    raise path_error(e, dest, "cannot write into the destination") from None
-        except BaseException:
-            # Also on SIGTERM (Terminated) and SIGINT: nothing of the payload stays in the destination.
-            for name in moved:
-                remove_tree(os.path.join(dest, name))  # type: ignore[arg-type]
-            if staging is not None:
-                remove_tree(staging)
-            raise
+        if dest is None:  # verifying or streaming to a sink writes nothing here
+            files, total = self._fetch_parts(parts, None, sink)
+        else:
+            files, total = self._fetch_into(dest, trusted, parts, sink)
         if record and dest is not None:
+            details = {
+                "files": files,
+                "bytes": total,
+                "skip_download": bool(params.skip_download),
+                "signer_expired": bool(trusted.signer_expired),
+                **({"approved_by": list(approval.approvers)} if approval else {}),
+            }
             write_record(
                 self.store,
                 self.source,
@@ -278,15 +250,55 @@ class Unpacker:
                 signer=trusted.signer,
                 log=self.log,
                 parts=[p.name for p in parts],
-                details={
-                    "files": files,
-                    "bytes": total,
-                    "skip_download": bool(params.skip_download),
-                    "signer_expired": bool(trusted.signer_expired),
-                    **({"approved_by": list(approval.approvers)} if approval else {}),
-                },
+                details=details,
             )
         return GetResult(trusted, tuple(p.name for p in parts), files, total, approval)
+
+    def _fetch_into(self, dest: str, trusted: Trusted, parts: list[Part], sink: FileSink | None) -> tuple[int, int]:
+        """Fetch the parts into a staging folder inside ``dest``, then rename everything into place.
+
+        On any failure, also SIGTERM (Terminated) and SIGINT, nothing of the payload stays in the
+        destination: what was already renamed is taken back and the staging folder removed.
+        """
+        staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
+        moved: list[str] = []
+        try:
+            try:
+                os.mkdir(staging, 0o700)
+            except OSError as e:
+                raise path_error(e, dest, "cannot write into the destination") from None
+            if parts:
+                self._check_space(dest, parts)
+            counts = self._fetch_parts(parts, staging, sink)
+            try:
+                self._write_side_files(staging, trusted, parts)
+                self._move_into_place(staging, dest, moved)
+            except OSError as e:
+                raise path_error(e, dest, "cannot write into the destination") from None
+        except BaseException:
+            for name in moved:
+                remove_tree(os.path.join(dest, name))
+            remove_tree(staging)
+            raise
+        return counts
+
+    def _fetch_parts(self, parts: list[Part], staging: str | None, sink: FileSink | None) -> tuple[int, int]:
+        """(files, bytes) of the parts, each into its own folder of ``staging`` (None: nowhere), side by side.
+
+        A sink takes one file at a time, so with a sink the parts go one after the other.
+        """
+        use_key = self._use_key(parts) if parts else False
+        group = PartGroup(1 if sink is not None else min(self.parallel, len(parts)))
+        if group.workers > 1:
+            self.log(f"fetching {len(parts)} parts, {group.workers} at a time")
+        jobs = [
+            functools.partial(
+                self._fetch_part, part, os.path.join(staging, part.name) if staging else None, use_key, sink
+            )
+            for part in parts
+        ]
+        results = group.run(jobs)
+        return sum(r[0] for r in results), sum(r[1] for r in results)
 
     def _check_destination(self, dest: str, parts: list[Part]) -> None:
         names = [p.name for p in parts] + ["SHA256SUMS", "manifest.json", COMMIT_NAME, "version"]
@@ -438,10 +450,10 @@ class Unpacker:
         else:
             with open(os.path.join(staging, "SHA256SUMS"), "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(lines)
-        with open(os.path.join(staging, "manifest.json"), "wb") as f:
-            f.write(trusted.manifest_bytes)
-        with open(os.path.join(staging, COMMIT_NAME), "wb") as f:
-            f.write(trusted.commit_bytes)
+        with open(os.path.join(staging, "manifest.json"), "wb") as raw:
+            raw.write(trusted.manifest_bytes)
+        with open(os.path.join(staging, COMMIT_NAME), "wb") as raw:
+            raw.write(trusted.commit_bytes)
         with open(os.path.join(staging, "version"), "w", encoding="utf-8") as f:
             f.write(trusted.manifest.version)
 
