@@ -223,41 +223,16 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a map, not a {_type_name(raw)}")
     _check_keys(where, raw, S3_KEYS if s3_only else SOURCE_KEYS)
-    required = ("bucket",) if s3_only else REQUIRED_SOURCE_KEYS
-    for key in required:
+    for key in ("bucket",) if s3_only else REQUIRED_SOURCE_KEYS:
         if key not in raw or raw[key] is None:
             raise ConfigError(f"{where}.{key} is required")
         if is_empty(key, raw[key]):
             raise ConfigError(f"{where}.{key} is required and is empty (an unset ((var))?)")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if is_empty(key, value) or (key in _LIST_KEYS and value == []):
-            continue
-        if key in _BOOL_KEYS:
-            values[key] = _want_bool(where, key, value)
-        elif key in _LIST_KEYS:
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}.{key} must be a list of armoured public keys")
-            keys = []
-            for i, item in enumerate(value):
-                item_key = f"{key}[{i}]" if len(value) > 1 or not isinstance(raw[key], str) else key
-                if is_empty(key, item):
-                    raise ConfigError(
-                        f"{where}.{item_key} is empty (an unset ((var))?): give the key or remove the item"
-                    )
-                keys += _public_keys(where, item_key, _want_string(where, item_key, item))
-            values[key] = tuple(keys)
-        elif key in ("signing_private_key", "decryption_private_key"):
-            values[key] = _secret_key(where, key, _want_string(where, key, value))
-        elif key == "prefix":
-            values[key] = _want_string(where, key, value, allow_empty=True)
-        elif key == "required_approvals":
-            if value != "":  # an unset ((var)) arrives as "": absent
-                values[key] = _want_count(where, key, value)
-        else:
-            values[key] = _want_string(where, key, value, allow_empty=key in _VERBATIM_KEYS)
+    values = {
+        key: _source_value(where, key, value)
+        for key, value in raw.items()
+        if not (is_empty(key, value) or (key in _LIST_KEYS and value == []))
+    }
     if not s3_only:
         check_name(values["name"], f"{where}.name")
     else:
@@ -266,16 +241,60 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
     if not (3 <= len(bucket) <= 63) or bucket != bucket.strip() or "/" in bucket:
         raise ConfigError(f"{where}.bucket {bucket!r} is not a valid bucket name")
     _check_prefix(where, values.get("prefix", ""))
+    _check_passphrases(where, values)
+    _check_tls(where, values)
+    _check_choices(where, values)
+    _check_pairs(where, values)
+    return Source(**values)
+
+
+def _source_value(where: str, key: str, value: Any) -> Any:
+    """One key's value, of the type ``Source`` holds; refused with a line naming the key."""
+    if key in _BOOL_KEYS:
+        return _want_bool(where, key, value)
+    if key in _LIST_KEYS:
+        return _public_key_list(where, key, value)
+    if key in ("signing_private_key", "decryption_private_key"):
+        return _secret_key(where, key, _want_string(where, key, value))
+    if key == "prefix":
+        return _want_string(where, key, value, allow_empty=True)
+    if key == "required_approvals":  # (an unset ((var)) arrives as "": absent, like any empty value)
+        return _want_count(where, key, value)
+    return _want_string(where, key, value, allow_empty=key in _VERBATIM_KEYS)
+
+
+def _public_key_list(where: str, key: str, value: Any) -> tuple[str, ...]:
+    """A list of armoured public keys; one string stands for a list of one (and is named without [0])."""
+    one = isinstance(value, str)
+    items = [value] if one else value
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}.{key} must be a list of armoured public keys")
+    keys = []
+    for i, item in enumerate(items):
+        item_key = f"{key}[{i}]" if len(items) > 1 or not one else key
+        if is_empty(key, item):
+            raise ConfigError(f"{where}.{item_key} is empty (an unset ((var))?): give the key or remove the item")
+        keys += _public_keys(where, item_key, _want_string(where, item_key, item))
+    return tuple(keys)
+
+
+def _check_passphrases(where: str, values: dict[str, Any]) -> None:
     for key in PASSPHRASE_KEYS:
         if "\n" in values.get(key, "") or "\r" in values.get(key, ""):
             raise ConfigError(
                 f"{where}.{key} contains a line break, which gpg cannot take (it reads a passphrase as one line); "
                 "a YAML `|` block adds one at the end: use `|-` or a quoted string"
             )
+
+
+def _check_tls(where: str, values: dict[str, Any]) -> None:
     if values.get("ca_bundle") and values.get("skip_ssl_verification"):
         raise ConfigError(f"{where}.ca_bundle and {where}.skip_ssl_verification conflict: choose one")
     if values.get("ca_bundle") and "-----BEGIN CERTIFICATE-----" not in values["ca_bundle"]:
         raise ConfigError(f"{where}.ca_bundle must hold PEM certificates (no BEGIN CERTIFICATE line)")
+
+
+def _check_choices(where: str, values: dict[str, Any]) -> None:
     if values.get("version_order") == "arrival":
         raise ConfigError(
             f"{where}.version_order: arrival was replaced by created (the signed creation time): arrival "
@@ -285,6 +304,10 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
         raise ConfigError(f"{where}.version_order must be one of {', '.join(VERSION_ORDERS)}")
     if values.get("compression", "none") not in COMPRESSIONS:
         raise ConfigError(f"{where}.compression must be one of {', '.join(COMPRESSIONS)}")
+
+
+def _check_pairs(where: str, values: dict[str, Any]) -> None:
+    """Settings that only work together: enough approver keys, both halves of the access key."""
     if values.get("required_approvals", 0) > len(values.get("approver_public_keys", ())):
         raise ConfigError(
             f"{where}.required_approvals is {values['required_approvals']} but {where}.approver_public_keys "
@@ -294,7 +317,6 @@ def parse_source(raw: Any, *, where: str = "source", s3_only: bool = False) -> S
         raise ConfigError(f"{where}.secret_access_key is set but {where}.access_key_id is not")
     if values.get("access_key_id") and not values.get("secret_access_key"):
         raise ConfigError(f"{where}.access_key_id is set but {where}.secret_access_key is not")
-    return Source(**values)
 
 
 @dataclass(frozen=True)
@@ -345,29 +367,8 @@ def parse_out_params(raw: Any) -> OutParams:
     parts_raw = raw.get("parts")
     if not isinstance(parts_raw, list) or not parts_raw:
         raise ConfigError(f"{where}.parts is required: a non-empty list of {{name, path, destination?}}")
-    parts: list[PartSpec] = []
     seen: set[str] = set()
-    for i, item in enumerate(parts_raw):
-        w = f"{where}.parts[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{w} must be a map with name and path")
-        _check_keys(w, item, PART_KEYS)
-        for key in ("name", "path"):
-            if is_empty(key, item.get(key)):
-                raise ConfigError(f"{w}.{key} is required")
-        name = check_part_name(_want_string(w, "name", item["name"]))
-        if name.casefold() in seen:  # one folder on a case-insensitive destination
-            raise ConfigError(f"{w}.name {name!r} is used by two parts (names differing only in case count as one)")
-        seen.add(name.casefold())
-        path = _want_string(w, "path", item["path"])
-        # The one value where "" is not "absent": the empty key prefix publishes at the target's root.
-        destination = item.get("destination")
-        if destination is None:
-            destination = name + "/"
-        destination = check_destination(
-            _want_string(w, "destination", destination, allow_empty=True), f"{w}.destination"
-        )
-        parts.append(PartSpec(name=name, path=path, destination=destination))
+    parts = [_part_spec(f"{where}.parts[{i}]", item, seen) for i, item in enumerate(parts_raw)]
     version = raw.get("version")
     version_file = raw.get("version_file")
     if version is not None and version_file is not None:
@@ -380,6 +381,27 @@ def parse_out_params(raw: Any) -> OutParams:
         _want_string(where, "version_file", version_file)
     overwrite = _want_bool(where, "overwrite", raw["overwrite"]) if "overwrite" in raw else False
     return OutParams(parts=tuple(parts), version=version, version_file=version_file, overwrite=overwrite)
+
+
+def _part_spec(w: str, item: Any, seen: set[str]) -> PartSpec:
+    """One item of ``params.parts``; ``seen`` holds the names so far, case folded."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{w} must be a map with name and path")
+    _check_keys(w, item, PART_KEYS)
+    for key in ("name", "path"):
+        if is_empty(key, item.get(key)):
+            raise ConfigError(f"{w}.{key} is required")
+    name = check_part_name(_want_string(w, "name", item["name"]))
+    if name.casefold() in seen:  # one folder on a case-insensitive destination
+        raise ConfigError(f"{w}.name {name!r} is used by two parts (names differing only in case count as one)")
+    seen.add(name.casefold())
+    path = _want_string(w, "path", item["path"])
+    # The one value where "" is not "absent": the empty key prefix publishes at the target's root.
+    destination = item.get("destination")
+    if destination is None:
+        destination = name + "/"
+    destination = check_destination(_want_string(w, "destination", destination, allow_empty=True), f"{w}.destination")
+    return PartSpec(name=name, path=path, destination=destination)
 
 
 def parse_in_params(raw: Any) -> InParams:
