@@ -167,7 +167,7 @@ class BuildDir:
             if same_as is not None and (st.st_dev, st.st_ino) != same_as:
                 raise BuildDirError(f"{what}: {rel!r} was replaced by another file while it was packed")
             # (O_NONBLOCK stays: it changes nothing for a regular file, and clearing it costs two calls)
-            return io.FileIO(fd, "r")  # type: ignore[return-value]
+            return io.FileIO(fd, "r")
         except BaseException:
             os.close(fd)
             raise
@@ -218,29 +218,40 @@ class BuildDir:
         if not stat.S_ISDIR(st.st_mode):
             return
         head, rest = comps[0], comps[1:]
-
-        def join(name: str) -> str:
-            return f"{rel}/{name}" if rel else name
-
         if head == "**":
-            # zero folders: the rest applies here; then once for every folder below (links not entered)
-            if not rest:
-                if rel:
-                    out.append((rel, st))
-                for sub, sub_st in self.walk(rel, what):
-                    if not dir_only or stat.S_ISDIR(sub_st.st_mode) or stat.S_ISLNK(sub_st.st_mode):
-                        out.append((join(sub), sub_st))
-                return
-            self._glob(st, rel, rest, dir_only, what, out)
-            for sub, sub_st in self.walk(rel, what):
-                if stat.S_ISDIR(sub_st.st_mode):
-                    self._glob(sub_st, join(sub), rest, dir_only, what, out)
-            return
-        if not any(c in _MAGIC for c in head):
-            child = self.lstat(join(head), what)
+            self._glob_any_depth(st, rel, rest, dir_only, what, out)
+        elif not any(c in _MAGIC for c in head):
+            child = self.lstat(_join(rel, head), what)
             if child is not None:
-                self._glob(child, join(head), rest, dir_only, what, out)
+                self._glob(child, _join(rel, head), rest, dir_only, what, out)
+        else:
+            for name, child in self.scandir(rel, what):
+                if fnmatch.fnmatchcase(name, head):
+                    self._glob(child, _join(rel, name), rest, dir_only, what, out, named=False)
+
+    def _glob_any_depth(
+        self,
+        st: os.stat_result,
+        rel: str,
+        rest: list[str],
+        dir_only: bool,
+        what: str,
+        out: list[tuple[str, os.stat_result]],
+    ) -> None:
+        """``**`` at folder ``rel``: zero folders (the rest applies here), then once for every folder
+        below (links not entered); as the last component, everything below."""
+        if not rest:
+            if rel:
+                out.append((rel, st))
+            for sub, sub_st in self.walk(rel, what):
+                if not dir_only or stat.S_ISDIR(sub_st.st_mode) or stat.S_ISLNK(sub_st.st_mode):
+                    out.append((_join(rel, sub), sub_st))
             return
-        for name, child in self.scandir(rel, what):
-            if fnmatch.fnmatchcase(name, head):
-                self._glob(child, join(name), rest, dir_only, what, out, named=False)
+        self._glob(st, rel, rest, dir_only, what, out)
+        for sub, sub_st in self.walk(rel, what):
+            if stat.S_ISDIR(sub_st.st_mode):
+                self._glob(sub_st, _join(rel, sub), rest, dir_only, what, out)
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name

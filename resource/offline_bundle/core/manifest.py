@@ -207,7 +207,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
 
 
-_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_str = json.encoder.encode_basestring_ascii
 
 
 def _json_value(value: str | int | None) -> str:
@@ -289,54 +289,65 @@ def resolve_links(links: Mapping[str, str]) -> dict[str, str | None]:
     MAX_LINK_HOPS. A link that leads to a path the part does not hold is not None: it dangles
     inside the part (the caller decides whether that is acceptable).
     """
-    done: dict[str, tuple[str | None, int]] = {}
-    busy: set[str] = set()
+    resolver = _LinkResolver(links)
+    return {link: resolver.resolve(link, 1)[0] for link in links}
 
-    def resolve(link: str, level: int) -> tuple[str | None, int, bool]:
+
+class _LinkResolver:
+    """The walk of ``resolve_links``, remembering where each link leads once that is known."""
+
+    def __init__(self, links: Mapping[str, str]) -> None:
+        self.links = links
+        self.done: dict[str, tuple[str | None, int]] = {}
+        self.busy: set[str] = set()
+
+    def resolve(self, link: str, level: int) -> tuple[str | None, int, bool]:
         """(where ``link`` leads, how deep its chain of links is, whether the walk was cut short).
 
         ``level`` is how many links led here: the walk stops at the bound instead of recursing
         down a chain of thousands, and a result cut short is not remembered (from a shallower
         start the same link may well resolve).
         """
-        if link in done:
-            return (*done[link], False)
-        if link in busy:
+        if link in self.done:
+            return (*self.done[link], False)
+        if link in self.busy:
             return None, MAX_LINK_HOPS + 1, False  # a loop
         if level > MAX_LINK_HOPS:
             return None, MAX_LINK_HOPS + 1, True
-        busy.add(link)
-        target = links[link]
+        self.busy.add(link)
+        target = self.links[link]
         result: tuple[str | None, int] = (None, 1)
         cut = False
         if target and not target.startswith("/") and "\x00" not in target:
-            stack = link.split("/")[:-1]
-            depth = 1
-            for seg in target.split("/"):
-                if seg in ("", "."):
-                    continue
-                if seg == "..":
-                    if not stack:
-                        break
-                    stack.pop()
-                    continue
-                stack.append(seg)
-                here = "/".join(stack)
-                if here in links:
-                    inner, inner_depth, inner_cut = resolve(here, level + 1)
-                    cut = cut or inner_cut
-                    depth = max(depth, inner_depth + 1)
-                    if inner is None or depth > MAX_LINK_HOPS:
-                        break
-                    stack = inner.split("/") if inner else []
-            else:
-                result = ("/".join(stack), depth)
-        busy.discard(link)
+            result, cut = self._walk(link, target, level)
+        self.busy.discard(link)
         if not cut:
-            done[link] = result
+            self.done[link] = result
         return (*result, cut)
 
-    return {link: resolve(link, 1)[0] for link in links}
+    def _walk(self, link: str, target: str, level: int) -> tuple[tuple[str | None, int], bool]:
+        """Follow ``target`` from ``link``'s folder, component by component, through the part's links."""
+        stack = link.split("/")[:-1]
+        depth = 1
+        cut = False
+        for seg in target.split("/"):
+            if seg in ("", "."):
+                continue
+            if seg == "..":
+                if not stack:
+                    return (None, 1), cut  # above the part's root
+                stack.pop()
+                continue
+            stack.append(seg)
+            here = "/".join(stack)
+            if here in self.links:
+                inner, inner_depth, inner_cut = self.resolve(here, level + 1)
+                cut = cut or inner_cut
+                depth = max(depth, inner_depth + 1)
+                if inner is None or depth > MAX_LINK_HOPS:
+                    return (None, 1), cut
+                stack = inner.split("/") if inner else []
+        return ("/".join(stack), depth), cut
 
 
 def check_links(files: Iterable[FileEntry]) -> None:

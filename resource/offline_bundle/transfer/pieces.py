@@ -148,36 +148,39 @@ def parse_index(data: bytes, where: str) -> PieceIndex:
         raise _bad(where, f"format is not {INDEX_FORMAT}")
     payload = doc.get("payload")
     pieces = doc.get("pieces")
-    piece_size = doc.get("piece_size")
     complete = doc.get("complete")
     if not isinstance(payload, dict) or not isinstance(pieces, list) or not isinstance(complete, bool):
         raise _bad(where, "payload, pieces or complete missing")
-    sha, size = payload.get("sha256"), payload.get("size")
-    if not isinstance(sha, str) or not _HEX64.match(sha) or not _is_count(size) or not _is_count(piece_size):
+    sha, size, piece_size = payload.get("sha256"), _count(payload.get("size")), _count(doc.get("piece_size"))
+    if not isinstance(sha, str) or not _HEX64.match(sha) or size is None or piece_size is None:
         raise _bad(where, "bad payload sha256, size or piece_size")
     if not MIN_PIECE <= piece_size <= MAX_PIECE:
         raise _bad(where, f"piece_size {piece_size} is not between 5 MiB and 5 GiB")
     if -(-size // piece_size) > MAX_PIECES or len(pieces) > MAX_PIECES:
         raise _bad(where, f"more than {MAX_PIECES} pieces")
-    out = []
-    for i, p in enumerate(pieces):
-        if not isinstance(p, dict):
-            raise _bad(where, f"pieces[{i}] is not a map")
-        name, offset, psize, psha = p.get("name"), p.get("offset"), p.get("size"), p.get("sha256")
-        if not (isinstance(name, str) and re.fullmatch(r"[0-9]{5}", name) and int(name) >= 1):
-            raise _bad(where, f"pieces[{i}].name is not a 5-digit piece number")
-        if not _is_count(offset) or not _is_count(psize) or not isinstance(psha, str) or not _HEX64.match(psha):
-            raise _bad(where, f"pieces[{i}] has a bad offset, size or sha256")
-        if psize > piece_size or offset + psize > size:
-            raise _bad(where, f"pieces[{i}] reaches beyond the payload or its piece size")
-        out.append(Piece(int(name), offset, psize, psha))
+    out = [_parse_piece(f"pieces[{i}]", p, size, piece_size, where) for i, p in enumerate(pieces)]
     if len({p.number for p in out}) != len(out):
         raise _bad(where, "a piece is listed twice")
     return PieceIndex(sha, size, piece_size, tuple(sorted(out, key=lambda p: p.number)), complete)
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _parse_piece(what: str, p: object, size: int, piece_size: int, where: str) -> Piece:
+    """One entry of an index's ``pieces``: it must lie within the payload and within one piece's size."""
+    if not isinstance(p, dict):
+        raise _bad(where, f"{what} is not a map")
+    name, offset, psize, psha = p.get("name"), _count(p.get("offset")), _count(p.get("size")), p.get("sha256")
+    if not (isinstance(name, str) and re.fullmatch(r"[0-9]{5}", name) and int(name) >= 1):
+        raise _bad(where, f"{what}.name is not a 5-digit piece number")
+    if offset is None or psize is None or not isinstance(psha, str) or not _HEX64.match(psha):
+        raise _bad(where, f"{what} has a bad offset, size or sha256")
+    if psize > piece_size or offset + psize > size:
+        raise _bad(where, f"{what} reaches beyond the payload or its piece size")
+    return Piece(int(name), offset, psize, psha)
+
+
+def _count(value: object) -> int | None:
+    """``value`` if it is a whole number >= 0 (not a boolean), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # ------------------------------------------------------------------------------------- on the medium
