@@ -645,23 +645,8 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
     message's own hash) speaks of tampering; a missing or wrong passphrase, or a payload encrypted
     to another key, is a configuration mistake and is reported as one.
     """
-    ours: KeyInfo | None = None
-    our_subkeys: list[str] = []
     with gpg_home() as gpg:
-        if use_key:
-            if not keys.secret_key:
-                raise CryptoError(
-                    "the bundle is encrypted to recipient keys but no decryption_private_key is configured"
-                )
-            ours = import_secret_key(gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key")
-            our_subkeys = [sub[0] for k in gpg.list_keys(True) for sub in k.get("subkeys", [])]
-            passphrase = keys.secret_key_passphrase
-        else:
-            if keys.passphrase is None:
-                raise CryptoError(
-                    "the bundle is encrypted with a passphrase only but no encryption_passphrase is configured"
-                )
-            passphrase = keys.passphrase
+        ours, passphrase = _decryption_secret(gpg, keys, use_key)
         gpg.on_data = on_data = _SinkCallback(sink)
         # Without a passphrase gpg would ask gpg-agent's pinentry, which prompts on a terminal.
         no_prompt = [] if passphrase else ["--pinentry-mode", "loopback"]
@@ -675,33 +660,66 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
         raise VerificationError("the payload's integrity protection is broken: it was altered in transit")
     if "DECRYPTION_OKAY" in words and "GOODMDC" in words and result.returncode == 0:
         return
-    codes = _error_codes(statuses)
-    if use_key:
-        assert ours is not None
-        if GPG_ERR_BAD_PASSPHRASE in codes:
-            raise CryptoError(
-                "source.decryption_private_key_passphrase is wrong for source.decryption_private_key "
-                f"{ours.fingerprint}"
-            )
-        if not passphrase and ("NEED_PASSPHRASE" in words or GPG_ERR_NO_PIN in codes):
-            raise CryptoError(
-                f"source.decryption_private_key {ours.fingerprint} is protected by a passphrase: "
-                "set source.decryption_private_key_passphrase"
-            )
-        if "NO_SECKEY" in words and "DECRYPTION_KEY" not in words:
-            to = sorted({s.args[0] for s in statuses if s.keyword in ("ENC_TO", "NO_SECKEY") and s.args})
-            raise CryptoError(
-                f"the payload is encrypted to key {', '.join(to)}, not to source.decryption_private_key "
-                f"{ours.fingerprint} (subkeys {', '.join(our_subkeys) or 'none'}): configure the secret key "
-                "whose public half is in the put side's recipient_public_keys"
-            )
-    elif GPG_ERR_BAD_PASSPHRASE in codes or "DECRYPTION_FAILED" in words:
-        raise CryptoError(
-            "the payload does not decrypt with source.encryption_passphrase: it differs from the put side's"
-        )
+    mistake = _key_mistake(statuses, ours, passphrase) if ours is not None else _passphrase_mistake(statuses)
+    if mistake is not None:
+        raise mistake
     raise VerificationError(
         f"the payload did not decrypt with intact integrity protection ({_human_errors(result.stderr)})"
     )
+
+
+@dataclass(frozen=True)
+class _OurKey:
+    """The imported decryption key, for messages: its fingerprint and its subkeys' key ids."""
+
+    fingerprint: str
+    subkeys: list[str]
+
+
+def _decryption_secret(gpg: gnupg.GPG, keys: DecryptKeys, use_key: bool) -> tuple[_OurKey | None, str | None]:
+    """(the secret key imported into ``gpg``, None for a passphrase; the passphrase gpg is given)."""
+    if not use_key:
+        if keys.passphrase is None:
+            raise CryptoError(
+                "the bundle is encrypted with a passphrase only but no encryption_passphrase is configured"
+            )
+        return None, keys.passphrase
+    if not keys.secret_key:
+        raise CryptoError("the bundle is encrypted to recipient keys but no decryption_private_key is configured")
+    info = import_secret_key(gpg, keys.secret_key, keys.secret_key_passphrase, "source.decryption_private_key")
+    subkeys = [sub[0] for k in gpg.list_keys(True) for sub in k.get("subkeys", [])]
+    return _OurKey(info.fingerprint, subkeys), keys.secret_key_passphrase
+
+
+def _key_mistake(statuses: list[Status], ours: _OurKey, passphrase: str | None) -> CryptoError | None:
+    """The configuration mistake that made decryption with the secret key fail, if gpg names one."""
+    words = [s.keyword for s in statuses]
+    codes = _error_codes(statuses)
+    if GPG_ERR_BAD_PASSPHRASE in codes:
+        return CryptoError(
+            f"source.decryption_private_key_passphrase is wrong for source.decryption_private_key {ours.fingerprint}"
+        )
+    if not passphrase and ("NEED_PASSPHRASE" in words or GPG_ERR_NO_PIN in codes):
+        return CryptoError(
+            f"source.decryption_private_key {ours.fingerprint} is protected by a passphrase: "
+            "set source.decryption_private_key_passphrase"
+        )
+    if "NO_SECKEY" in words and "DECRYPTION_KEY" not in words:
+        to = sorted({s.args[0] for s in statuses if s.keyword in ("ENC_TO", "NO_SECKEY") and s.args})
+        return CryptoError(
+            f"the payload is encrypted to key {', '.join(to)}, not to source.decryption_private_key "
+            f"{ours.fingerprint} (subkeys {', '.join(ours.subkeys) or 'none'}): configure the secret key "
+            "whose public half is in the put side's recipient_public_keys"
+        )
+    return None
+
+
+def _passphrase_mistake(statuses: list[Status]) -> CryptoError | None:
+    if GPG_ERR_BAD_PASSPHRASE in _error_codes(statuses) or "DECRYPTION_FAILED" in [s.keyword for s in statuses]:
+        return CryptoError(
+            "the payload does not decrypt with source.encryption_passphrase: it differs from the put side's"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- keygen

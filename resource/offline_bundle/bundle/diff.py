@@ -220,6 +220,6 @@ def to_text(d: BundleDiff) -> list[str]:
         elif c.old is not None and c.new is not None:
             lines.append(f"  ~ {c.part}/{c.path}  {_describe_change(c.old, c.new)}")
     lines.append(f"payloads reused: {len(d.reused)}")
-    for p in d.reused:
-        lines.append(f"  = {p.name}: {p.payload.key} ({p.payload.size} bytes, sha256 {p.payload.sha256})")
+    for r in d.reused:
+        lines.append(f"  = {r.name}: {r.payload.key} ({r.payload.size} bytes, sha256 {r.payload.sha256})")
     return lines

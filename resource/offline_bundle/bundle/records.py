@@ -38,7 +38,6 @@ from offline_bundle.storage.s3.store import S3Store
 
 RECORDS_DIR = "_records"
 RECORD_FORMAT = 1
-EVENTS = ("export", "import", "mirror", "get", "publish", "approve")
 RECORD_MAX_BYTES = 1 << 20
 
 Log = Callable[[str], None]

@@ -109,7 +109,6 @@ class ExportResult:
     skipped: tuple[str, ...]  # payload keys left out because --since's version references them
     pieces_written: int
     pieces_kept: int
-    bytes_written: int
     approvals: tuple[str, ...] = ()  # approval objects written to the medium by this run
 
 
@@ -159,10 +158,10 @@ class Exporter:
         plans = [self._plan(pl, parts) for pl, parts in chosen]
         self._check_room(plans, len(trusted.commit_bytes))
 
-        written = kept = nbytes = 0
+        written = kept = 0
         for plan in plans:
-            w, k, b = self._export_payload(plan)
-            written, kept, nbytes = written + w, kept + k, nbytes + b
+            w, k = self._export_payload(plan)
+            written, kept = written + w, kept + k
 
         target = commit_key(source, version)
         if _read(self.root, target) != trusted.commit_bytes:
@@ -193,7 +192,7 @@ class Exporter:
             env=self.env,
         )
         return ExportResult(
-            version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, nbytes, tuple(approvals)
+            version, trusted.signer, tuple(pl.key for pl, _ in chosen), skipped, written, kept, tuple(approvals)
         )
 
     def _key(self, payload: Payload) -> str:
@@ -243,7 +242,8 @@ class Exporter:
                 f"{human(free)} ({free} bytes) are free; nothing was written"
             )
 
-    def _export_payload(self, plan: _PayloadPlan) -> tuple[int, int, int]:
+    def _export_payload(self, plan: _PayloadPlan) -> tuple[int, int]:
+        """(pieces written, pieces kept from an earlier run) of one payload."""
         payload = plan.payload
         folder = pieces_key(self._key(payload))
         with safe_fs.folder_below(self.root, folder, create=True) as fd:
@@ -255,7 +255,7 @@ class Exporter:
         known = {p.number: p for p in index.pieces}
         progress = Progress(f"export {label}", payload.size)
         whole = hashlib.sha256()
-        written = kept = nbytes = 0
+        written = kept = 0
         for number, (offset, length) in enumerate(piece_plan(payload.size, self.piece_size), 1):
             path = f"{folder}/{piece_name(number)}"
             entry = known.get(number)
@@ -273,7 +273,7 @@ class Exporter:
             digest = self._write_piece(payload, offset, length, path, whole, progress)
             index = index.with_piece(Piece(number, offset, length, digest))
             write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
-            written, nbytes = written + 1, nbytes + length
+            written += 1
         if whole.hexdigest() != payload.sha256:
             remove_pieces(self.root, self._key(payload))
             raise VerificationError(
@@ -285,7 +285,7 @@ class Exporter:
         write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
         progress.finish()
         self.log(f"{label}: {written} piece(s) written, {kept} kept; SHA-256 of the whole payload verified")
-        return written, kept, nbytes
+        return written, kept
 
     def _write_piece(
         self,
@@ -380,6 +380,9 @@ class ImportResult:
     approvals: tuple[str, ...] = ()  # approval objects written to the bucket by this run
 
 
+_Upload = tuple[Payload, list[str], list[PieceSource]]  # a payload, its parts, its sources on the medium
+
+
 class Importer:
     def __init__(
         self,
@@ -422,60 +425,17 @@ class Importer:
         return [self.import_version(v) for v in ([version] if version else on_medium)]
 
     def import_version(self, version: str) -> ImportResult:
-        assert self.medium is not None
         source = self.source
         key = commit_key(source, version)
-        data = self.medium.get_bytes(commit_key(self.medium_source, version))
-        if data is None:
-            raise BundleError(f"version {version} is not on {self.root}")
-        trusted = trust_commit(source, data, version, keys=trusted_keys(source))  # signature first
+        data, trusted = self._verified(version)
         manifest = trusted.manifest
-        self.log(f"verified {manifest.name} {version} on {self.root}: signed by {_who_verified(trusted)}")
         existing = self.store.get_bytes(key)
         if existing is not None:
-            if existing != data:
-                raise BundleError(
-                    f"version {version} is already committed in {self.store.description} with another commit "
-                    "object; refused (prune it there first if it should be replaced)"
-                )
-            self.log(f"version {version} is already committed in {self.store.description}: no payload to import")
-            approvals = carry_approvals(
-                self.medium_source, self.medium, self.store, trusted, self.log, dst_source=source
-            )
-            return ImportResult(version, trusted.signer, True, (), (), 0, 0, tuple(approvals))
-
-        todo: list[tuple[Payload, list[str], list[PieceSource]]] = []
-        present: list[str] = []
-        problems: list[str] = []
-        for payload, parts in unique_payloads(manifest):
-            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            if holds_payload(
-                self.store, payload_object_key(source, payload), payload.size, payload.sha256, self.log, label=label
-            ):
-                present.append(payload.key)
-                continue
-            try:
-                todo.append((payload, parts, self._medium_sources(payload, parts)))
-            except BundleError as e:
-                problems.append(str(e))
-        if problems:
-            raise BundleError(f"nothing was imported: {'; '.join(problems)}")
-        for key_ in present:
-            self.log(f"payload {key_.rsplit('/', 1)[-1][:12]}… is already in {self.store.description}: skipped")
-
-        uploaded = resumed = 0
-        for payload, parts, sources in todo:
-            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            target = payload_object_key(source, payload)
-            outcome = upload_verified(self.store, target, payload.size, payload.sha256, sources, self.log, label=label)
-            self.log(
-                f"{label}: {outcome.uploaded} piece(s) uploaded, {outcome.resumed} resumed from an interrupted "
-                "upload; every piece and the payload's SHA-256 verified"
-            )
-            uploaded, resumed = uploaded + outcome.uploaded, resumed + outcome.resumed
-
+            return self._already_committed(version, data, existing, trusted)
+        todo, present = self._plan_import(manifest)
+        uploaded, resumed = self._upload_all(todo)
         self._commit(key, data, version)
-        approvals = carry_approvals(self.medium_source, self.medium, self.store, trusted, self.log, dst_source=source)
+        approvals = self._carry_approvals(trusted)
         self.log(
             f"imported {manifest.name} {version} into {self.store.description}: {len(todo)} payload(s) uploaded, "
             f"{len(present)} already there"
@@ -506,6 +466,75 @@ class Importer:
             resumed,
             tuple(approvals),
         )
+
+    def _verified(self, version: str) -> tuple[bytes, Trusted]:
+        """The medium's commit object of ``version`` and what it says, once its signature verifies."""
+        assert self.medium is not None
+        data = self.medium.get_bytes(commit_key(self.medium_source, version))
+        if data is None:
+            raise BundleError(f"version {version} is not on {self.root}")
+        trusted = trust_commit(self.source, data, version, keys=trusted_keys(self.source))  # signature first
+        self.log(f"verified {trusted.manifest.name} {version} on {self.root}: signed by {_who_verified(trusted)}")
+        return data, trusted
+
+    def _carry_approvals(self, trusted: Trusted) -> list[str]:
+        assert self.medium is not None
+        return carry_approvals(self.medium_source, self.medium, self.store, trusted, self.log, dst_source=self.source)
+
+    def _already_committed(self, version: str, data: bytes, existing: bytes, trusted: Trusted) -> ImportResult:
+        """A version the bucket holds: nothing to upload if it is the same commit object, refused if not."""
+        if existing != data:
+            raise BundleError(
+                f"version {version} is already committed in {self.store.description} with another commit "
+                "object; refused (prune it there first if it should be replaced)"
+            )
+        self.log(f"version {version} is already committed in {self.store.description}: no payload to import")
+        approvals = self._carry_approvals(trusted)
+        return ImportResult(version, trusted.signer, True, (), (), 0, 0, tuple(approvals))
+
+    def _plan_import(self, manifest: Manifest) -> tuple[list[_Upload], list[str]]:
+        """(payloads to upload with their sources on the medium, payload keys the bucket already holds).
+
+        Every payload to upload is checked on the medium first: nothing is sent if one is missing.
+        """
+        todo: list[_Upload] = []
+        present: list[str] = []
+        problems: list[str] = []
+        for payload, parts in unique_payloads(manifest):
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            if holds_payload(
+                self.store,
+                payload_object_key(self.source, payload),
+                payload.size,
+                payload.sha256,
+                self.log,
+                label=label,
+            ):
+                present.append(payload.key)
+                continue
+            try:
+                todo.append((payload, parts, self._medium_sources(payload, parts)))
+            except BundleError as e:
+                problems.append(str(e))
+        if problems:
+            raise BundleError(f"nothing was imported: {'; '.join(problems)}")
+        for key_ in present:
+            self.log(f"payload {key_.rsplit('/', 1)[-1][:12]}… is already in {self.store.description}: skipped")
+        return todo, present
+
+    def _upload_all(self, todo: list[_Upload]) -> tuple[int, int]:
+        """(pieces uploaded, pieces resumed from an interrupted upload)."""
+        uploaded = resumed = 0
+        for payload, parts, sources in todo:
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            target = payload_object_key(self.source, payload)
+            outcome = upload_verified(self.store, target, payload.size, payload.sha256, sources, self.log, label=label)
+            self.log(
+                f"{label}: {outcome.uploaded} piece(s) uploaded, {outcome.resumed} resumed from an interrupted "
+                "upload; every piece and the payload's SHA-256 verified"
+            )
+            uploaded, resumed = uploaded + outcome.uploaded, resumed + outcome.resumed
+        return uploaded, resumed
 
     def _medium_key(self, payload: Payload) -> str:
         return payload_object_key(self.medium_source, payload)

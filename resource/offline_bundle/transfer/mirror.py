@@ -33,7 +33,7 @@ from offline_bundle.bundle.commit import (
 )
 from offline_bundle.bundle.records import write_record
 from offline_bundle.core.config import Source
-from offline_bundle.core.manifest import Payload
+from offline_bundle.core.manifest import Manifest, Payload
 from offline_bundle.errors import AlreadyExistsError, BundleError, ConfigError, StoreError
 from offline_bundle.storage.base import Store, choose_part_size
 from offline_bundle.transfer.media import unique_payloads
@@ -125,31 +125,7 @@ class Mirror:
         trusted = trust_commit(self.dst, data, version, keys=self.keys)
         signer = trusted.signer or "UNSIGNED (allow_unsigned)"
         self.log(f"verified {self.src.name} {version}: signed by {signer}")
-        copied: list[str] = []
-        present: list[str] = []
-        for payload, parts in unique_payloads(trusted.manifest):
-            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
-            if holds_payload(
-                self.dst_store,
-                payload_object_key(self.dst, payload),
-                payload.size,
-                payload.sha256,
-                self.log,
-                label=label,
-            ):
-                present.append(payload.key)
-                continue
-            outcome = upload_verified(
-                self.dst_store,
-                payload_object_key(self.dst, payload),
-                payload.size,
-                payload.sha256,
-                self._ranges(payload),
-                self.log,
-                label=label,
-            )
-            self.log(f"{label}: copied ({outcome.uploaded} part(s) sent, {outcome.resumed} resumed), SHA-256 verified")
-            copied.append(payload.key)
+        copied, present = self._copy_payloads(trusted.manifest)
         counts[0] += len(copied)
         counts[1] += len(present)
         try:
@@ -170,6 +146,23 @@ class Mirror:
             env=self.env,
         )
         return True
+
+    def _copy_payloads(self, manifest: Manifest) -> tuple[list[str], list[str]]:
+        """(payload keys copied, payload keys the far side already held, checked by their SHA-256)."""
+        copied: list[str] = []
+        present: list[str] = []
+        for payload, parts in unique_payloads(manifest):
+            label = f"payload {payload.sha256[:12]}… (part {', '.join(parts)})"
+            target = payload_object_key(self.dst, payload)
+            if holds_payload(self.dst_store, target, payload.size, payload.sha256, self.log, label=label):
+                present.append(payload.key)
+                continue
+            outcome = upload_verified(
+                self.dst_store, target, payload.size, payload.sha256, self._ranges(payload), self.log, label=label
+            )
+            self.log(f"{label}: copied ({outcome.uploaded} part(s) sent, {outcome.resumed} resumed), SHA-256 verified")
+            copied.append(payload.key)
+        return copied, present
 
     def _ranges(self, payload: Payload) -> list[PieceSource]:
         part = choose_part_size(payload.size)
