@@ -49,6 +49,7 @@ from offline_bundle.bundle.commit import (
 from offline_bundle.bundle.records import write_record
 from offline_bundle.core import safe_fs
 from offline_bundle.core.config import Source
+from offline_bundle.core.files import write_atomic
 from offline_bundle.core.manifest import Manifest, Payload
 from offline_bundle.core.progress import Progress, human
 from offline_bundle.errors import AlreadyExistsError, BundleError, StoreError, VerificationError
@@ -75,7 +76,6 @@ from offline_bundle.transfer.pieces import (
     pieces_dir,
     pieces_key,
     remove_pieces,
-    write_atomic,
 )
 from offline_bundle.transfer.verified_upload import PieceSource, holds_payload, upload_verified
 
@@ -165,7 +165,7 @@ class Exporter:
 
         target = commit_key(source, version)
         if _read(self.root, target) != trusted.commit_bytes:
-            write_atomic(self.root, target, trusted.commit_bytes)
+            write_atomic(check_key(target), trusted.commit_bytes, root=self.root)
         approvals = carry_approvals(source, self.store, MediumStore(self.root), trusted, self.log)
         self.log(
             f"exported {manifest.name} {version} to {self.root}: {len(plans)} payload(s), "
@@ -272,7 +272,7 @@ class Exporter:
                 self.log(f"{label}: piece {entry.name} on the medium does not match its index; writing it again")
             digest = self._write_piece(payload, offset, length, path, whole, progress)
             index = index.with_piece(Piece(number, offset, length, digest))
-            write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
+            write_atomic(index_key(self._key(payload)), index.to_json_bytes(), root=self.root)
             written += 1
         if whole.hexdigest() != payload.sha256:
             remove_pieces(self.root, self._key(payload))
@@ -281,8 +281,8 @@ class Exporter:
                 "SHA-256; its pieces were removed from the medium"
             )
         index = PieceIndex(index.sha256, index.size, index.piece_size, index.pieces, complete=True)
-        write_atomic(self.root, f"{folder}/{SUMS_NAME}", index.sha256sums().encode("ascii"))
-        write_atomic(self.root, index_key(self._key(payload)), index.to_json_bytes())
+        write_atomic(f"{folder}/{SUMS_NAME}", index.sha256sums().encode("ascii"), root=self.root)
+        write_atomic(index_key(self._key(payload)), index.to_json_bytes(), root=self.root)
         progress.finish()
         self.log(f"{label}: {written} piece(s) written, {kept} kept; SHA-256 of the whole payload verified")
         return written, kept

@@ -231,11 +231,6 @@ def load_index(root: str, payload_key: str) -> PieceIndex | None:
     return parse_index(data, path)
 
 
-def write_atomic(root: str, key: str, data: bytes) -> None:
-    """Temp name, fsync, rename: a reader (or a resumed run) sees the old file or the new one, never half."""
-    safe_fs.write_below(root, check_key(key), data)
-
-
 def hash_file(root: str, key: str, *hashers: Any, on_bytes: Callable[[int], None] | None = None) -> int:
     """Feed a regular file below the root to every hasher; returns its size."""
     total = 0
