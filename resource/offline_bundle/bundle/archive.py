@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from offline_bundle.core.confined import BuildDir
 from offline_bundle.core.manifest import (
@@ -28,6 +28,9 @@ from offline_bundle.core.manifest import (
     symlink_stays_inside,
 )
 from offline_bundle.errors import ConfigError, VerificationError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -350,13 +353,14 @@ class TarStream(io.RawIOBase):
         end += -(written + end) % RECORD
         yield b"\0" * end
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         if not self._buf:
             self._buf = self._next()
             if not self._buf:
                 return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         self.size += n
         return n
@@ -411,7 +415,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
                 f"the archive has an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} "
                 "hold a name): not an archive the signed manifest describes"
             )
-        return super()._proc_member(tarfile)  # type: ignore[misc]
+        return super()._proc_member(tarfile)  # type: ignore[misc]  # typeshed omits this private hook
 
 
 class FileWriter(Protocol):

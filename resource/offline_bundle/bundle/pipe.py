@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
+from typing import TYPE_CHECKING
 
 from offline_bundle.errors import BundleError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class PipeClosed(BundleError):
@@ -72,7 +76,8 @@ class ChunkPipe(io.RawIOBase):
         self._pos += len(out)
         return out
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from offline_bundle import openpgp
 from offline_bundle.bundle.approvals import ApprovalStatus, require_approvals
@@ -31,6 +32,9 @@ from offline_bundle.core.manifest import Manifest, Part
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import BundleError, ConfigError, PathError, VerificationError, path_error
 from offline_bundle.storage.base import Store
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 Log = Callable[[str], None]
 STAGING_PREFIX = ".offline-bundle-staging-"
@@ -75,9 +79,10 @@ class HashingReader(io.RawIOBase):
             self.size += len(data)
         return data
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def drain(self, limit: int | None = None) -> bool:

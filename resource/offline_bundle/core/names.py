@@ -8,6 +8,7 @@ beside the parts.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from offline_bundle.errors import ConfigError
 
@@ -23,7 +24,7 @@ def is_reserved_part_name(name: str) -> bool:
     return name.casefold() in _RESERVED_FOLDED
 
 
-def is_valid_name(value: object) -> bool:
+def is_valid_name(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and len(value) <= MAX_NAME_LENGTH
@@ -34,12 +35,12 @@ def is_valid_name(value: object) -> bool:
 
 def check_name(value: object, what: str) -> str:
     """Return ``value`` if it obeys the rule, else raise naming ``what``."""
-    if not is_valid_name(value):
-        raise ConfigError(
-            f"{what} {value!r} is not valid: it must match [A-Za-z0-9][A-Za-z0-9._+-]*, "
-            f"contain no '..' and be at most {MAX_NAME_LENGTH} characters"
-        )
-    return value  # type: ignore[return-value]
+    if is_valid_name(value):
+        return value
+    raise ConfigError(
+        f"{what} {value!r} is not valid: it must match [A-Za-z0-9][A-Za-z0-9._+-]*, "
+        f"contain no '..' and be at most {MAX_NAME_LENGTH} characters"
+    )
 
 
 def check_part_name(value: object) -> str:

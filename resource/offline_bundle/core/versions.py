@@ -9,8 +9,10 @@ otherwise present an old version as the newest.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from offline_bundle.errors import ConfigError
 
@@ -33,6 +35,7 @@ class Committed:
 # A sort key: the numeric fields, then a flag that puts releases after their pre-releases, then the
 # pre-release identifiers (numbers before words, as SemVer §11 says).
 SemverKey = tuple[tuple[int, ...], int, tuple[tuple[int, int, str], ...]]
+_Rank = TypeVar("_Rank", SemverKey, str)  # versions are ranked all by SemVer, or all as strings
 
 
 def semver_key(version: str) -> SemverKey | None:
@@ -95,15 +98,19 @@ def nearest(versions: list[str], missing: str) -> list[str]:
     typo such as ``1.2.4`` for ``1.2.3`` is then obvious. SemVer precedence when all parse, else
     string order."""
     keys = {v: semver_key(v) for v in [*versions, missing]}
-    if all(k is not None for k in keys.values()):
-        rank: dict[str, object] = dict(keys)
-    else:
-        rank = {v: v for v in keys}
-    below = [v for v in versions if rank[v] < rank[missing]]  # type: ignore[operator]
-    above = [v for v in versions if rank[v] > rank[missing]]  # type: ignore[operator]
+    semver = {v: k for v, k in keys.items() if k is not None}
+    if len(semver) == len(keys):
+        return _neighbours(versions, missing, semver)
+    return _neighbours(versions, missing, {v: v for v in keys})
+
+
+def _neighbours(versions: list[str], missing: str, rank: Mapping[str, _Rank]) -> list[str]:
+    """The greatest of ``versions`` ranked below ``missing`` and the least ranked above it."""
+    below = [v for v in versions if rank[v] < rank[missing]]
+    above = [v for v in versions if rank[v] > rank[missing]]
     out = []
     if below:
-        out.append(max(below, key=lambda v: rank[v]))  # type: ignore[arg-type,return-value]
+        out.append(max(below, key=lambda v: rank[v]))
     if above:
-        out.append(min(above, key=lambda v: rank[v]))  # type: ignore[arg-type,return-value]
+        out.append(min(above, key=lambda v: rank[v]))
     return out

@@ -357,6 +357,7 @@ def _ranges_of_file(root: str, key: str, size: int) -> list[PieceSource]:
     path = medium_path(root, key)
 
     def opener(offset: int, length: int) -> Callable[[], BinaryIO]:
+        # A FileWindow is a seekable binary stream, but a RawIOBase, not the BinaryIO protocol PieceSource names.
         return lambda: FileWindow(_opened(root, key, size, path), offset, length)  # type: ignore[return-value]
 
     return [

@@ -29,12 +29,15 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from offline_bundle.core import safe_fs
 from offline_bundle.errors import ConfigError, VerificationError
 from offline_bundle.storage.base import ObjectInfo
 from offline_bundle.storage.folder import DirStore
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -391,9 +394,10 @@ class JoinedPieces(io.RawIOBase):
                 return data
             self._finish_piece()
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -438,9 +442,10 @@ class FileWindow(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
