@@ -146,6 +146,7 @@ def test_batch_verification_gives_each_object_its_own_verdict(gpg_keys: GpgKeys)
     """gpg ends a ``--decrypt-files`` run at a BAD signature: whatever comes after it in the batch
     must still get its own verdict, the same one it gets when verified alone."""
     from offline_bundle import openpgp
+    from offline_bundle.errors import VerificationError
 
     good = [clearsign(gpg_keys.signer, f'{{"n":{i}}}\n{{"m":{i}}}'.encode()) for i in range(24)]
     messages: list[bytes] = []
@@ -165,7 +166,7 @@ def test_batch_verification_gives_each_object_its_own_verdict(gpg_keys: GpgKeys)
     for i, (message, verdict) in enumerate(zip(messages, batch, strict=True)):
         try:
             alone: object = openpgp.verify_clearsigned(message, trusted)
-        except openpgp.VerificationError as e:
+        except VerificationError as e:
             alone = e
         if isinstance(alone, openpgp.Verified):
             assert verdict == alone, i

@@ -367,12 +367,12 @@ def sign_statement(statement: Statement, key: ApproverKey, what: str) -> bytes:
         )
         statuses = openpgp.parse_status(result.stderr)
     if not any(s.keyword == "SIG_CREATED" for s in statuses) or not result.data:
-        codes = openpgp._error_codes(statuses)
+        codes = openpgp.error_codes(statuses)
         if openpgp.GPG_ERR_BAD_PASSPHRASE in codes:
             raise CryptoError(f"the passphrase is wrong for {what}")
         if openpgp.GPG_ERR_NO_PIN in codes or (key.passphrase is None and "passphrase" in result.stderr.lower()):
             raise CryptoError(f"{what} is protected: give its passphrase with --passphrase-file or --passphrase-env")
-        raise CryptoError(f"signing the approval failed: {openpgp._human_errors(result.stderr)}")
+        raise CryptoError(f"signing the approval failed: {openpgp.human_errors(result.stderr)}")
     return bytes(result.data)
 
 
