@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +23,12 @@ from typing import Any
 from offline_bundle import openpgp
 from offline_bundle.bundle.commit import Trusted, read_commit
 from offline_bundle.core.config import SECRET_KEY_HEADER, Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import distinct_keys
 from offline_bundle.core.versions import Committed
 from offline_bundle.errors import BundleError, ConfigError, CryptoError, VerificationError
 from offline_bundle.storage.base import Store
 
-Log = Callable[[str], None]
 APPROVALS_DIR = "approvals"
 APPROVAL_KIND = "offline-bundle-approval"
 APPROVAL_FORMAT = 1

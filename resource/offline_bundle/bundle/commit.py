@@ -9,12 +9,12 @@ version it is found under, and versions are ordered only by what they sign.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from offline_bundle import openpgp
 from offline_bundle.core.config import Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import BLOBS_FOLDER, Manifest, Payload, check_payload_key, parse_manifest
 from offline_bundle.core.names import is_valid_name
 from offline_bundle.core.versions import Committed, nearest, order, select_for_check, semver_key
@@ -218,7 +218,7 @@ class Listing:
 def committed_versions(
     source: Source,
     store: Store,
-    log: Callable[[str], None],
+    log: Log,
     *,
     current: str | None = None,
     newest: int | None = None,
@@ -234,7 +234,7 @@ def committed_versions(
 def verified_listing(
     source: Source,
     store: Store,
-    log: Callable[[str], None],
+    log: Log,
     *,
     current: str | None = None,
     newest: int | None = None,
@@ -260,7 +260,7 @@ def verified_listing(
 
 def _select(
     source: Source,
-    log: Callable[[str], None],
+    log: Log,
     names: list[str],
     listing_refused: dict[str, str],
     v: _Verifier,
@@ -300,7 +300,7 @@ def _select(
     return Listing([v.trusted[c.version] for c in picked], dict(sorted(refused.items())))
 
 
-def latest_version(source: Source, store: Store, log: Callable[[str], None]) -> str:
+def latest_version(source: Source, store: Store, log: Log) -> str:
     """The newest verified version: what a command given no version works on."""
     found = committed_versions(source, store, log, newest=1, untrusted_is_error=True)
     if not found:
@@ -330,9 +330,7 @@ def _verify_from_newest(v: _Verifier, parsed: list[str], current: str | None, ne
         hi, step = lo, step * STEP_GROWTH
 
 
-def _warn_skipped(
-    source: Source, log: Callable[[str], None], listing: dict[str, str], refused: dict[str, VerificationError]
-) -> None:
+def _warn_skipped(source: Source, log: Log, listing: dict[str, str], refused: dict[str, VerificationError]) -> None:
     reasons = list(listing.items()) + [(k, str(e)) for k, e in refused.items()]
     if not reasons:
         return

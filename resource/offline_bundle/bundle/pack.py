@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,13 +27,13 @@ from offline_bundle.bundle.commit import (
 from offline_bundle.bundle.parallel import PartGroup, PartsStopped, Ticket, default_parallel_parts
 from offline_bundle.core.config import BuildInfo, OutParams, Source
 from offline_bundle.core.confined import BuildDir
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import BLOBS_FOLDER, PROBE_BYTES, Encryption, FileEntry, Manifest, Part, Payload
 from offline_bundle.core.names import MAX_NAME_LENGTH, is_valid_name
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import AlreadyExistsError, BundleError, ConfigError, VerificationError
 from offline_bundle.storage.base import COMMIT_MAX_BYTES, MiB, Store, choose_part_size
 
-Log = Callable[[str], None]
 REUSE_LOOKBACK = 50  # commit objects read when looking for a payload to reuse
 
 

@@ -8,13 +8,13 @@ committed yet; deleting it would make that put commit a version whose payload is
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from offline_bundle.bundle.approvals import approvals_prefix
 from offline_bundle.bundle.commit import blobs_prefix, commit_key, payload_object_key, trusted_keys, verified_listing
 from offline_bundle.core.config import Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest
 from offline_bundle.errors import BundleError, ConfigError
 from offline_bundle.storage.base import Store
@@ -35,7 +35,7 @@ def prune(
     source: Source,
     store: Store,
     keep: int,
-    log: Callable[[str], None],
+    log: Log,
     *,
     grace: timedelta = DEFAULT_GRACE,
     dry_run: bool = False,
@@ -61,7 +61,7 @@ def prune(
     )
 
 
-def _committed(source: Source, store: Store, log: Callable[[str], None]) -> list[Manifest]:
+def _committed(source: Source, store: Store, log: Log) -> list[Manifest]:
     """Every committed version, oldest first; one that does not verify stops the prune."""
     listing = verified_listing(source, store, log, keys=trusted_keys(source), untrusted_is_error=True)
     if listing.skipped:
@@ -73,9 +73,7 @@ def _committed(source: Source, store: Store, log: Callable[[str], None]) -> list
     return [t.manifest for t in listing.versions]
 
 
-def _drop_versions(
-    source: Source, store: Store, dropped: list[Manifest], log: Callable[[str], None], dry_run: bool
-) -> None:
+def _drop_versions(source: Source, store: Store, dropped: list[Manifest], log: Log, dry_run: bool) -> None:
     act = "would delete" if dry_run else "deleted"
     for c in dropped:
         if not dry_run:
@@ -89,7 +87,7 @@ def _drop_payloads(
     source: Source,
     store: Store,
     referenced: set[str],
-    log: Callable[[str], None],
+    log: Log,
     cutoff: datetime,
     dry_run: bool,
 ) -> tuple[list[str], int]:
@@ -110,7 +108,7 @@ def _drop_payloads(
     return deleted, young
 
 
-def _abort_uploads(source: Source, store: Store, log: Callable[[str], None], cutoff: datetime, dry_run: bool) -> int:
+def _abort_uploads(source: Source, store: Store, log: Log, cutoff: datetime, dry_run: bool) -> int:
     aborted = 0
     for up in store.list_uploads(blobs_prefix(source)):
         if up.initiated <= cutoff:

@@ -22,13 +22,14 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from offline_bundle import __version__
 from offline_bundle.core.config import BuildInfo, Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest
 from offline_bundle.core.progress import human
 from offline_bundle.errors import AccessDeniedError, BundleError, StoreError
@@ -40,7 +41,6 @@ RECORDS_DIR = "_records"
 RECORD_FORMAT = 1
 RECORD_MAX_BYTES = 1 << 20
 
-Log = Callable[[str], None]
 
 # Whether each record's JSON is printed after its summary line. A process-wide setting because the
 # records are written deep inside export, import, mirror, unpack and publish; the command line sets

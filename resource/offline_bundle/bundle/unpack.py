@@ -16,7 +16,6 @@ import shutil
 import tarfile
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from offline_bundle.bundle.parallel import PartGroup, Ticket, default_parallel_p
 from offline_bundle.bundle.pipe import ChunkPipe, PipeClosed
 from offline_bundle.bundle.records import write_record
 from offline_bundle.core.config import InParams, Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest, Part
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import BundleError, ConfigError, PathError, VerificationError, path_error
@@ -36,7 +36,6 @@ from offline_bundle.storage.base import Store
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-Log = Callable[[str], None]
 STAGING_PREFIX = ".offline-bundle-staging-"
 FREE_SPACE_MARGIN = 1 << 20  # side files and folder entries
 DIAGNOSIS_LIMIT = 256 << 20  # bytes read after a failure to tell an altered payload from other faults

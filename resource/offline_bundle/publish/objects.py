@@ -27,7 +27,9 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from botocore.exceptions import ClientError
 
 from offline_bundle.bundle.approvals import NotApproved
 from offline_bundle.bundle.archive import CHUNK
@@ -214,7 +216,6 @@ class ObjectPublisher:
 
     def _same_bytes(self, key: str, size: int, sha256: str) -> bool | None:
         """None: no object at ``key``; else whether it holds exactly these bytes."""
-        from botocore.exceptions import ClientError
 
         client, bucket = self.store.client, self.store.bucket
         try:
@@ -464,7 +465,6 @@ def record_publish(
     Why the target: it is the store the event changed and the one the air-gapped auditors read; the
     bundle's own bucket may be read-only (or a folder on media) by then.
     """
-    from dataclasses import replace
 
     where = replace(target, name=manifest.name)
     try:

@@ -50,6 +50,7 @@ from offline_bundle.bundle.records import write_record
 from offline_bundle.core import safe_fs
 from offline_bundle.core.config import Source
 from offline_bundle.core.files import write_atomic
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest, Payload
 from offline_bundle.core.progress import Progress, human
 from offline_bundle.errors import AlreadyExistsError, BundleError, StoreError, VerificationError
@@ -79,7 +80,6 @@ from offline_bundle.transfer.pieces import (
 )
 from offline_bundle.transfer.verified_upload import PieceSource, holds_payload, upload_verified
 
-Log = Callable[[str], None]
 FREE_SPACE_MARGIN = 1 << 20
 INDEX_BYTES_PER_PIECE = 160  # a generous estimate of one piece's line in the index and SHA256SUMS
 

@@ -33,13 +33,12 @@ from offline_bundle.bundle.commit import (
 )
 from offline_bundle.bundle.records import write_record
 from offline_bundle.core.config import Source
+from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest, Payload
 from offline_bundle.errors import AlreadyExistsError, BundleError, ConfigError, StoreError
 from offline_bundle.storage.base import Store, choose_part_size
 from offline_bundle.transfer.media import unique_payloads
 from offline_bundle.transfer.verified_upload import PieceSource, holds_payload, upload_verified
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

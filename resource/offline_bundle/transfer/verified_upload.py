@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from offline_bundle.core.log import Log
 from offline_bundle.core.progress import Progress
 from offline_bundle.errors import ConfigError, StoreError, VerificationError
 from offline_bundle.storage.base import Store
@@ -51,7 +52,6 @@ from offline_bundle.storage.s3.store import S3Store
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import UploadPartOutputTypeDef
 
-Log = Callable[[str], None]
 CHUNK = 1 << 20
 BLOCK = 1 << 20  # the unit the second read checks before sending; its digests take 32 bytes per MiB
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

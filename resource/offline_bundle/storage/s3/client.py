@@ -8,10 +8,28 @@ to fix, so no caller interprets botocore's exceptions itself.
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+import urllib3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from offline_bundle.errors import (
     AccessDeniedError,
@@ -57,12 +75,6 @@ def ride_out_outage(call: Callable[[], T]) -> T:
     within seconds of a store restart; a part that waits here costs nothing but time, and the
     upload (with the parts already stored) goes on when the store is back.
     """
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
 
     deadline: float | None = None
     while True:
@@ -108,7 +120,6 @@ def _causes(e: BaseException) -> Iterator[BaseException]:
 
 def _endpoint_of(e: BaseException, fallback: str | None) -> str:
     """The scheme, host and port the failed request went to, without its path and query."""
-    from urllib.parse import urlsplit
 
     url = getattr(e, "kwargs", {}).get("endpoint_url") if isinstance(getattr(e, "kwargs", None), dict) else None
     if url:
@@ -118,14 +129,12 @@ def _endpoint_of(e: BaseException, fallback: str | None) -> str:
 
 
 def _unreachable_reason(e: BaseException) -> str:
-    import socket
 
     for c in _causes(e):
         if isinstance(c, socket.gaierror):
             return "its host name does not resolve"
         if isinstance(c, OSError) and c.strerror and not isinstance(c, TimeoutError):
             return c.strerror.lower()
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
     if isinstance(e, ConnectTimeoutError):
         return f"no answer within {CONNECT_TIMEOUT} s"
@@ -136,7 +145,6 @@ def _unreachable_reason(e: BaseException) -> str:
 
 def _tls_problem(e: BaseException) -> str:
     """What went wrong in a TLS handshake, from the ssl module's own error (its reason code)."""
-    import ssl
 
     for c in _causes(e):
         if isinstance(c, ssl.SSLCertVerificationError):
@@ -152,13 +160,6 @@ def _tls_problem(e: BaseException) -> str:
 
 
 def _is_unreachable(e: BaseException) -> bool:
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-        SSLError,
-    )
 
     if isinstance(e, SSLError):
         return False
@@ -188,7 +189,6 @@ def retry_handler(attempts_allowed: int) -> Callable[..., float | bool | None]:
     def needs_retry(
         *, attempts: int, caught_exception: BaseException | None = None, response: Any = None, **kw: Any
     ) -> float | bool | None:
-        from botocore.exceptions import SSLError
 
         endpoint = getattr(kw.get("endpoint"), "host", None)
         if caught_exception is not None:
@@ -221,7 +221,6 @@ def s3_error(e: BaseException, what: str, where: str | None = None) -> StoreErro
 
     ``where`` (``s3://bucket at endpoint``) is named when the caller knows it.
     """
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, SSLError
 
     at = f" ({where})" if where and where not in what else ""
     if isinstance(e, ClientError):
@@ -275,8 +274,6 @@ def make_s3_client(settings: S3Settings) -> S3Client:
     Request checksums are sent only when an operation requires them: several S3-compatible
     stores reject the CRC headers recent boto3 adds by default (docs/format.md).
     """
-    import boto3
-    from botocore.config import Config
 
     config = Config(
         # No SHA-256 of every request body for SigV4: each payload's SHA-256 is already computed once and
@@ -312,10 +309,6 @@ def make_s3_client(settings: S3Settings) -> S3Client:
 def _verify(settings: S3Settings) -> bool | str | None:
     """botocore's ``verify``: False to skip the check, a CA file, or None for the default CAs."""
     if settings.skip_ssl_verification:
-        import warnings
-
-        import urllib3
-
         # One warning of ours instead of urllib3's on every request.
         warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         sys.stderr.write("warning: skip_ssl_verification is set: the S3 endpoint's certificate is NOT checked\n")

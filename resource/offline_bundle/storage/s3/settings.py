@@ -12,6 +12,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+import certifi
+
 from offline_bundle.core.config import Source
 
 
@@ -62,7 +64,6 @@ _CA_FILES: list[str] = []
 
 def ca_bundle_file(extra_pem: str) -> str:
     """The default CA store plus the source's ``ca_bundle``: private CAs add to, not replace, trust."""
-    import certifi
 
     with open(certifi.where()) as f:
         default = f.read()

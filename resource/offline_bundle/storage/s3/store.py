@@ -7,6 +7,8 @@ import io
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import ClientError
+
 from offline_bundle.core.config import Source
 from offline_bundle.errors import AlreadyExistsError, StoreError
 from offline_bundle.storage.base import (
@@ -37,13 +39,11 @@ _NO_CONDITIONAL_CODES = ("NotImplemented", "InvalidArgument")
 
 
 def _code(e: Exception) -> str:
-    from botocore.exceptions import ClientError
 
     return str(e.response.get("Error", {}).get("Code", "")) if isinstance(e, ClientError) else ""
 
 
 def _status(e: Exception) -> int | None:
-    from botocore.exceptions import ClientError
 
     return e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(e, ClientError) else None
 
