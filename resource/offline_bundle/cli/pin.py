@@ -80,7 +80,7 @@ def cmd_publish_images(args: argparse.Namespace, log: Log, redact: Redactor) -> 
     return 0
 
 
-def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
+def register_pin(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "pin",
@@ -114,6 +114,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     )
     sp.set_defaults(func=cmd_pin)
 
+
+def register_fetch(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "fetch",
@@ -146,6 +148,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     )
     sp.set_defaults(func=cmd_fetch)
 
+
+def register_publish_images(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "publish-images",
@@ -158,3 +162,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
         "--insecure-registry", action="append", metavar="HOST", help="plain HTTP to this registry (repeatable)"
     )
     sp.set_defaults(func=cmd_publish_images)
+
+
+def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
+    for add in (register_pin, register_fetch, register_publish_images):
+        add(sub)

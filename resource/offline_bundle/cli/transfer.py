@@ -174,8 +174,7 @@ def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     return 0
 
 
-def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
-    """Register export, import, mirror and records on the ``offline-bundle`` subparsers."""
+def register_export(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "export",
@@ -199,6 +198,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp.add_argument("--since", metavar="V0", help="leave out the payloads V0 references (the far side has V0)")
     sp.set_defaults(func=cmd_export)
 
+
+def register_import(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "import",
@@ -221,6 +222,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     )
     sp.set_defaults(func=cmd_import)
 
+
+def register_mirror(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "mirror",
@@ -238,6 +241,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp.add_argument("--version", dest="version", metavar="V", help="only this version")
     sp.set_defaults(func=cmd_mirror)
 
+
+def register_records(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp = add_command(
         sub,
         "records",
@@ -252,3 +257,8 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp.add_argument("--version", dest="version", metavar="V", help="only records of this version")
     sp.add_argument("--json", action="store_true", help="each record as its JSON object, one per line")
     sp.set_defaults(func=cmd_records)
+
+
+def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
+    for add in (register_export, register_import, register_mirror, register_records):
+        add(sub)
