@@ -1,4 +1,5 @@
-"""``check`` over 300 versions (60 inside ``make test``) of one bundle on the cluster, with what a carrier could add among them.
+"""``check`` over 300 versions (60 inside ``make test``) of one bundle on the cluster, with what a
+carrier could add among them.
 
 What must hold: ``check`` answers the latest version alone, and from a version in the middle that
 version and every later one, in order; the junk (garbage, altered commit objects under newer names,
