@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offline_bundle.core.files import write_atomic
 from offline_bundle.core.log import Log
 from offline_bundle.core.names import check_part_name
 from offline_bundle.errors import BundleError, ConfigError
@@ -98,9 +99,7 @@ class Fetcher:
         return doc if isinstance(doc, dict) else {}
 
     def _save_state(self) -> None:
-        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        write_atomic(str(self.state_path), json.dumps(self.state, indent=1, sort_keys=True) + "\n")
 
     def _done(self, entry: Entry) -> bool:
         """True if an earlier run finished ``entry`` and its files are still there, the same sizes."""
@@ -246,9 +245,7 @@ class Fetcher:
             if extra["name"] in names:
                 raise ConfigError(f"--also-part {extra['name']}: a locked artifact's part has that name")
             parts.append(dict(extra))
-        tmp = self.out / (PARTS_FILE + ".tmp")
-        tmp.write_text(json.dumps(parts, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.out / PARTS_FILE)
+        write_atomic(str(self.out / PARTS_FILE), json.dumps(parts, indent=1) + "\n")
         return parts
 
 

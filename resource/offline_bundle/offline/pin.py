@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import yaml
 
+from offline_bundle.core.files import write_atomic
 from offline_bundle.core.log import Log
 from offline_bundle.core.yamlfile import load_yaml
 from offline_bundle.errors import BundleError, ConfigError
@@ -634,13 +635,6 @@ def pin_files(
     result = Pinner(resolvers, options, vars_, log).pin(docs)
     os.makedirs(out_dir, exist_ok=True)
     for base, doc in result.pipelines.items():
-        _write_atomic(os.path.join(out_dir, base), dump_yaml(doc))
-    _write_atomic(os.path.join(out_dir, LOCK_NAME), result.lock.to_yaml())
+        write_atomic(os.path.join(out_dir, base), dump_yaml(doc))
+    write_atomic(os.path.join(out_dir, LOCK_NAME), result.lock.to_yaml())
     return result
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
