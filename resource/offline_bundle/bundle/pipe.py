@@ -7,21 +7,17 @@ with a small queue, so memory stays bounded and either side can stop the other o
 from __future__ import annotations
 
 import contextlib
-import io
 import queue
-from typing import TYPE_CHECKING
 
+from offline_bundle.core.streams import ReadStream
 from offline_bundle.errors import BundleError
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 
 class PipeClosed(BundleError):
     """The other side of the pipe stopped."""
 
 
-class ChunkPipe(io.RawIOBase):
+class ChunkPipe(ReadStream):
     POLL = 0.2
 
     def __init__(self, max_chunks: int = 16) -> None:
@@ -30,9 +26,6 @@ class ChunkPipe(io.RawIOBase):
         self._pos = 0
         self._eof = False
         self._aborted = False
-
-    def readable(self) -> bool:
-        return True
 
     def _put(self, item: bytes | None) -> None:
         while True:
@@ -75,9 +68,3 @@ class ChunkPipe(io.RawIOBase):
         out = bytes(memoryview(self._buf)[self._pos : self._pos + size])
         self._pos += len(out)
         return out
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)

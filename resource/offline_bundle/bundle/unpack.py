@@ -17,7 +17,6 @@ import tarfile
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from offline_bundle import openpgp
 from offline_bundle.bundle.approvals import ApprovalStatus, require_approvals
@@ -30,11 +29,9 @@ from offline_bundle.core.config import InParams, Source
 from offline_bundle.core.log import Log
 from offline_bundle.core.manifest import Manifest, Part
 from offline_bundle.core.progress import Progress
+from offline_bundle.core.streams import ReadStream
 from offline_bundle.errors import BundleError, ConfigError, PathError, VerificationError, path_error
 from offline_bundle.storage.base import Store
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 STAGING_PREFIX = ".offline-bundle-staging-"
 FREE_SPACE_MARGIN = 1 << 20  # side files and folder entries
@@ -50,7 +47,7 @@ class GetResult:
     approval: ApprovalStatus | None = None
 
 
-class HashingReader(io.RawIOBase):
+class HashingReader(ReadStream):
     """Counts and hashes the payload as it streams; ``stop()`` makes it end early (on a failure)."""
 
     def __init__(self, raw: io.RawIOBase) -> None:
@@ -59,9 +56,6 @@ class HashingReader(io.RawIOBase):
         self.size = 0
         self._stopped = False
         self._cancelled = False  # another part failed: unlike a stop, no drain reads on
-
-    def readable(self) -> bool:
-        return True
 
     def stop(self) -> None:
         self._stopped = True
@@ -77,12 +71,6 @@ class HashingReader(io.RawIOBase):
             self.hash.update(data)
             self.size += len(data)
         return data
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def drain(self, limit: int | None = None) -> bool:
         """Read (and hash) the rest, at most ``limit`` bytes; True if the end was reached."""

@@ -7,9 +7,9 @@ import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from offline_bundle.core import safe_fs
+from offline_bundle.core.streams import ReadStream
 from offline_bundle.errors import AlreadyExistsError, ConfigError, StoreError, VerificationError
 from offline_bundle.storage.base import COMMIT_MAX_BYTES, BlobWriter, ObjectInfo, Store, Written
 
@@ -125,13 +125,10 @@ class DirStore(Store):
             pass
 
 
-class _CountingReader(io.RawIOBase):
+class _CountingReader(ReadStream):
     def __init__(self, raw: io.RawIOBase, on_bytes: Callable[[int], None] | None) -> None:
         self._raw = raw
         self._on_bytes = on_bytes
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
@@ -139,25 +136,17 @@ class _CountingReader(io.RawIOBase):
             self._on_bytes(len(data))
         return data or b""
 
-    def readinto(self, b: Any) -> int:  # any writable buffer, as io.RawIOBase takes
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         self._raw.close()
         super().close()
 
 
-class _Bounded(io.RawIOBase):
+class _Bounded(ReadStream):
     """At most ``remaining`` bytes of ``raw``."""
 
     def __init__(self, raw: io.RawIOBase, remaining: int) -> None:
         self._raw = raw
         self._remaining = remaining
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0 or size > self._remaining:

@@ -29,15 +29,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from offline_bundle.core import safe_fs
+from offline_bundle.core.streams import ReadStream, SeekableStream
 from offline_bundle.errors import ConfigError, VerificationError
 from offline_bundle.storage.base import ObjectInfo
 from offline_bundle.storage.folder import DirStore
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -327,7 +325,7 @@ class MediumStore(DirStore):
         remove_pieces(self.root, key)
 
 
-class JoinedPieces(io.RawIOBase):
+class JoinedPieces(ReadStream):
     """A payload's pieces read as one stream; each piece's size and SHA-256 must match its index entry."""
 
     def __init__(
@@ -343,9 +341,6 @@ class JoinedPieces(io.RawIOBase):
         self._hash = hashlib.sha256()
         self._read = 0
         self._failure: VerificationError | None = None
-
-    def readable(self) -> bool:
-        return True
 
     def _next(self) -> bool:
         if not self._pieces:
@@ -394,12 +389,6 @@ class JoinedPieces(io.RawIOBase):
                 return data
             self._finish_piece()
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         if self._current is not None:
             self._current.close()
@@ -407,7 +396,7 @@ class JoinedPieces(io.RawIOBase):
         super().close()
 
 
-class FileWindow(io.RawIOBase):
+class FileWindow(SeekableStream):
     """Bytes ``[offset, offset + length)`` of an open file as a seekable stream of its own (positions from 0).
 
     It takes the file already opened (through ``safe_fs`` for a medium) and closes it when closed.
@@ -420,20 +409,10 @@ class FileWindow(io.RawIOBase):
         self._pos = 0
         self._f.seek(offset)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        self._pos = min(max(0, base + offset), self._length)
-        self._f.seek(self._offset + self._pos)
-        return self._pos
+        pos = super().seek(offset, whence)
+        self._f.seek(self._offset + pos)
+        return pos
 
     def read(self, size: int | None = -1) -> bytes:
         left = self._length - self._pos
@@ -441,12 +420,6 @@ class FileWindow(io.RawIOBase):
         data = self._f.read(n) if n > 0 else b""
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._f.close()

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from offline_bundle.core.log import Log
 from offline_bundle.core.progress import Progress
+from offline_bundle.core.streams import SeekableStream
 from offline_bundle.errors import ConfigError, StoreError, VerificationError
 from offline_bundle.storage.base import Store
 from offline_bundle.storage.s3.client import ride_out_outage, s3_error
@@ -128,7 +128,7 @@ class BlockChanged(BaseException):  # noqa: N818 - not an error of its own: see 
     """
 
 
-class VerifiedBody(io.RawIOBase):
+class VerifiedBody(SeekableStream):
     """A piece as botocore reads it: only bytes of blocks that equal the first read are handed over.
 
     botocore may read a body more than once (over plain HTTP to sign its SHA-256, and again after a
@@ -137,32 +137,18 @@ class VerifiedBody(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO, size: int, seen: Survey, label: str) -> None:
         self._raw = raw
-        self._size = size
+        self._length = size
         self._seen = seen
         self._label = label
         self._pos = 0
         self._block = -1
         self._buf = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = min(max(0, base + offset), self._size)
-        return self._pos
-
     def _load(self, block: int) -> None:
         start = block * BLOCK
         self._raw.seek(start)
         try:
-            data = _read_exactly(self._raw, min(BLOCK, self._size - start), self._label)
+            data = _read_exactly(self._raw, min(BLOCK, self._length - start), self._label)
         except VerificationError as e:  # the piece got shorter since its check
             raise BlockChanged(str(e)) from None
         if hashlib.sha256(data).digest() != self._seen.blocks[block]:
@@ -176,7 +162,7 @@ class VerifiedBody(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:  # all the rest: built from checked blocks too
             return b"".join(iter(lambda: self.read(BLOCK), b""))
-        if self._pos >= self._size:
+        if self._pos >= self._length:
             return b""
         block = self._pos // BLOCK
         if block != self._block:
@@ -185,11 +171,6 @@ class VerifiedBody(io.RawIOBase):
         data = self._buf[at : min(len(self._buf), at + size)]
         self._pos += len(data)
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 def holds_payload(store: Store, key: str, size: int, sha256: str, log: Log, *, label: str) -> bool:

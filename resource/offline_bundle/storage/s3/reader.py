@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from offline_bundle.core.streams import ReadStream
 from offline_bundle.errors import StoreError, VerificationError
 from offline_bundle.storage.base import MiB
 from offline_bundle.storage.s3.client import max_attempts, ride_out_outage, s3_error
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef, GetObjectRequestTypeDef
 
 
-class ResumingReader(io.RawIOBase):
+class ResumingReader(ReadStream):
     """A GET body that resumes with a ranged GET from where it stopped, up to a few times.
 
     ``If-Match`` on the ETag makes sure a resumed read continues the same object. ``start``/``end``
@@ -55,9 +55,6 @@ class ResumingReader(io.RawIOBase):
         # only a link that stays broken should end it.
         self._failures = 0
         self._retries = min(max_attempts(), 8)
-
-    def readable(self) -> bool:
-        return True
 
     def _request(self) -> GetObjectRequestTypeDef:
         request: GetObjectRequestTypeDef = {"Bucket": self._bucket, "Key": self._key}
@@ -135,8 +132,3 @@ class ResumingReader(io.RawIOBase):
                 raise StoreError(f"downloading {self._key}: the object ended at byte {self._offset} of {self._size}")
             return self.read(size)
         return data
-
-    def readinto(self, b: Any) -> int:  # any writable buffer, as io.RawIOBase takes
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
