@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from offline_bundle.core.confined import BuildDir
+from offline_bundle.core.fields import carry_fields
 from offline_bundle.core.manifest import (
     MAX_LINK_HOPS,
     PROBE_BYTES,
@@ -59,16 +60,7 @@ class Entry:
     ident: tuple[int, int] | None = None
 
     def to_file_entry(self) -> FileEntry:
-        return FileEntry(
-            path=self.path,
-            type=self.type,
-            mode=self.mode,
-            mtime=self.mtime,
-            size=self.size,
-            sha256=self.sha256,
-            target=self.target,
-            probe=self.probe,
-        )
+        return carry_fields(FileEntry, self)
 
 
 @dataclass

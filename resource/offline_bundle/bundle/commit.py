@@ -215,22 +215,6 @@ class Listing:
     skipped: dict[str, str]  # refused commit objects (among those examined): version -> why
 
 
-def committed_versions(
-    source: Source,
-    store: Store,
-    log: Log,
-    *,
-    current: str | None = None,
-    newest: int | None = None,
-    keys: list[str] | None = None,
-    untrusted_is_error: bool = False,
-) -> list[Trusted]:
-    """What ``verified_listing`` selects (see there)."""
-    return verified_listing(
-        source, store, log, current=current, newest=newest, keys=keys, untrusted_is_error=untrusted_is_error
-    ).versions
-
-
 def verified_listing(
     source: Source,
     store: Store,
@@ -302,7 +286,7 @@ def _select(
 
 def latest_version(source: Source, store: Store, log: Log) -> str:
     """The newest verified version: what a command given no version works on."""
-    found = committed_versions(source, store, log, newest=1, untrusted_is_error=True)
+    found = verified_listing(source, store, log, newest=1, untrusted_is_error=True).versions
     if not found:
         raise BundleError(f"bundle {source.name} has no committed version in {store.description}")
     return found[-1].manifest.version

@@ -17,11 +17,11 @@ from offline_bundle.bundle.archive import CHUNK, PartPlan, TarStream, hash_entri
 from offline_bundle.bundle.commit import (
     Trusted,
     commit_key,
-    committed_versions,
     new_payload_key,
     payload_object_key,
     read_commit,
     trusted_keys,
+    verified_listing,
     write_commit,
 )
 from offline_bundle.bundle.parallel import PartGroup, PartsStopped, Ticket, default_parallel_parts
@@ -339,7 +339,7 @@ class Packer:
         if encryption.passphrase:
             return []
         # Only verified commit objects count: one we cannot trust is never a source of payloads.
-        committed = committed_versions(self.source, self.store, self.log, newest=REUSE_LOOKBACK, keys=keys)
+        committed = verified_listing(self.source, self.store, self.log, newest=REUSE_LOOKBACK, keys=keys).versions
         out: list[Part] = []
         for trusted in reversed(committed):
             out.extend(p for p in trusted.manifest.parts if p.encryption == encryption)

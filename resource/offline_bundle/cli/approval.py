@@ -24,7 +24,7 @@ from offline_bundle.bundle.approvals import (
     short,
     sign_statement,
 )
-from offline_bundle.bundle.commit import Trusted, committed_versions, read_commit
+from offline_bundle.bundle.commit import Trusted, read_commit, verified_listing
 from offline_bundle.bundle.diff import diff_manifests, to_json_text, to_text
 from offline_bundle.bundle.records import write_record
 from offline_bundle.cli.common import source_from, store_for
@@ -43,7 +43,7 @@ def base_version(source: Source, store: Store, version: str) -> str | None:
     approver keys configured nothing is approved and the version just before is the base.
     """
     # Verified versions only, in the signed order: a carrier's junk or replay is never a base.
-    ordered = [t.manifest.version for t in committed_versions(source, store, lambda _msg: None)]
+    ordered = [t.manifest.version for t in verified_listing(source, store, lambda _msg: None).versions]
     if version not in ordered:
         raise BundleError(f"version {version} of bundle {source.name} is not committed in {store.description}")
     earlier = ordered[: ordered.index(version)]

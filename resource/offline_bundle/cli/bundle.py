@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from offline_bundle.bundle.commit import committed_versions, latest_version, payload_object_key, read_commit
+from offline_bundle.bundle.commit import latest_version, payload_object_key, read_commit, verified_listing
 from offline_bundle.bundle.pack import Packer
 from offline_bundle.bundle.prune import prune
 from offline_bundle.bundle.unpack import Unpacker
@@ -138,7 +138,7 @@ def cmd_list(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     source = source_from(args, local=args.from_dir)
     redact.add(source.secret_values())
     store = store_for(source, args.from_dir)
-    for t in committed_versions(source, store, log, untrusted_is_error=True):
+    for t in verified_listing(source, store, log, untrusted_is_error=True).versions:
         print(f"{t.manifest.version}\t{t.manifest.created_at}")
     return 0
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from offline_bundle.bundle.approvals import approved_for_check
-from offline_bundle.bundle.commit import committed_versions
+from offline_bundle.bundle.commit import verified_listing
 from offline_bundle.bundle.pack import Packer
 from offline_bundle.bundle.unpack import Unpacker
 from offline_bundle.concourse.request import parse_check, parse_in, parse_out
@@ -62,10 +62,10 @@ def handle_check(
     store = stores(req.source)
     if req.source.required_approvals:
         # Approvals are counted per version: every verified version is a candidate.
-        every = committed_versions(req.source, store, log, untrusted_is_error=True)
+        every = verified_listing(req.source, store, log, untrusted_is_error=True).versions
         ordered = [Committed(t.manifest.version, t.manifest.created_at) for t in every]
         return [{"version": c.version} for c in approved_for_check(req.source, store, ordered, req.version, log)]
-    found = committed_versions(req.source, store, log, current=req.version, newest=1, untrusted_is_error=True)
+    found = verified_listing(req.source, store, log, current=req.version, newest=1, untrusted_is_error=True).versions
     return [{"version": t.manifest.version} for t in found]
 
 

@@ -356,14 +356,19 @@ def check_destination(value: str, where: str) -> str:
     return value
 
 
-def parse_out_params(raw: Any) -> OutParams:
-    where = "params"
+def _params_map(raw: Any, valid: tuple[str, ...]) -> dict[str, Any]:
+    """A step's ``params``: a map (absent is empty) of known keys, without the ones left empty."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a map, not a {_type_name(raw)}")
-    _check_keys(where, raw, OUT_PARAM_KEYS)
-    raw = {k: v for k, v in raw.items() if not is_empty(k, v)}
+        raise ConfigError(f"params must be a map, not a {_type_name(raw)}")
+    _check_keys("params", raw, valid)
+    return {k: v for k, v in raw.items() if not is_empty(k, v)}
+
+
+def parse_out_params(raw: Any) -> OutParams:
+    where = "params"
+    raw = _params_map(raw, OUT_PARAM_KEYS)
     parts_raw = raw.get("parts")
     if not isinstance(parts_raw, list) or not parts_raw:
         raise ConfigError(f"{where}.parts is required: a non-empty list of {{name, path, destination?}}")
@@ -406,12 +411,7 @@ def _part_spec(w: str, item: Any, seen: set[str]) -> PartSpec:
 
 def parse_in_params(raw: Any) -> InParams:
     where = "params"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a map, not a {_type_name(raw)}")
-    _check_keys(where, raw, IN_PARAM_KEYS)
-    raw = {k: v for k, v in raw.items() if not is_empty(k, v)}
+    raw = _params_map(raw, IN_PARAM_KEYS)
     parts = raw.get("parts")
     if parts is not None:
         if not isinstance(parts, list) or not parts:

@@ -38,12 +38,12 @@ from offline_bundle.bundle.approvals import carry_approvals
 from offline_bundle.bundle.commit import (
     Trusted,
     commit_key,
-    committed_versions,
     latest_version,
     payload_object_key,
     read_commit,
     trust_commit,
     trusted_keys,
+    verified_listing,
     write_commit,
 )
 from offline_bundle.bundle.records import write_record
@@ -411,7 +411,7 @@ class Importer:
         """Committed versions on the medium, oldest first (version_order)."""
         if self.medium is None:
             raise BundleError(f"--from {self.root} is not a folder")
-        found = committed_versions(self.medium_source, self.medium, self.log, untrusted_is_error=True)
+        found = verified_listing(self.medium_source, self.medium, self.log, untrusted_is_error=True).versions
         if not found:
             raise BundleError(
                 f"no committed version of bundle {self.source.name} on {self.root} "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import certifi
 
 from offline_bundle.core.config import Source
+from offline_bundle.core.fields import carry_fields
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,7 @@ class S3Settings:
 
     @classmethod
     def from_source(cls, source: Source) -> S3Settings:
-        return cls(
-            bucket=source.bucket,
-            endpoint=source.endpoint,
-            region_name=source.region_name,
-            access_key_id=source.access_key_id,
-            secret_access_key=source.secret_access_key,
-            session_token=source.session_token,
-            path_style=source.path_style,
-            disable_ssl=source.disable_ssl,
-            skip_ssl_verification=source.skip_ssl_verification,
-            ca_bundle=source.ca_bundle,
-        )
+        return carry_fields(cls, source)
 
     @property
     def endpoint_url(self) -> str | None:
