@@ -74,6 +74,9 @@ def test_the_target_takes_s3_keys_from_its_variables_only() -> None:
     assert (target.bucket, target.prefix, target.disable_ssl) == ("products", "", True)
     with pytest.raises(ConfigError, match="unknown variable OFFLINE_BUNDLE_TARGET_TRUSTED_PUBLIC_KEYS"):
         load_target(None, {**env, "OFFLINE_BUNDLE_TARGET_TRUSTED_PUBLIC_KEYS": "x"})
+    # Only the upper-case name is read, so another spelling is refused as the bundle's variables are.
+    with pytest.raises(ConfigError, match="unknown variable OFFLINE_BUNDLE_TARGET_bucket"):
+        load_target(None, {**env, "OFFLINE_BUNDLE_TARGET_bucket": "other"})
     with pytest.raises(ConfigError, match="OFFLINE_BUNDLE_TARGET_DISABLE_SSL must be true or false"):
         load_target(None, {**env, "OFFLINE_BUNDLE_TARGET_DISABLE_SSL": "maybe"})
     with pytest.raises(ConfigError, match="needs a bucket"):

@@ -46,18 +46,33 @@ def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path} must hold a map of source keys")
         raw.update(loaded)
-    known = {ENV_PREFIX + k.upper() for k in SOURCE_KEYS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "S3_RETRIES"}
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    valid = f"{ENV_PREFIX}<KEY> for the keys {', '.join(SOURCE_KEYS)}"
+    raw.update(env_values(env, ENV_PREFIX, SOURCE_KEYS, BOOL_KEYS, valid=valid, also=("DEBUG", "S3_RETRIES")))
+    return raw
+
+
+def env_values(
+    env: dict[str, str],
+    prefix: str,
+    keys: tuple[str, ...],
+    bool_keys: frozenset[str],
+    *,
+    valid: str,
+    also: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The ``<prefix><KEY>`` variables of ``keys``; any other variable under ``prefix`` (but ``also``) is
+    refused, since a misspelt name would otherwise be silently ignored. ``valid`` says what may be set."""
+    known = {prefix + k.upper() for k in (*keys, *also)}
+    unknown = sorted(k for k in env if k.startswith(prefix) and k not in known)
     if unknown:
-        raise ConfigError(
-            f"unknown variable {', '.join(unknown)}; valid: {ENV_PREFIX}<KEY> for the keys {', '.join(SOURCE_KEYS)}"
-        )
-    for key in SOURCE_KEYS:
-        name = ENV_PREFIX + key.upper()
+        raise ConfigError(f"unknown variable {', '.join(unknown)}; valid: {valid}")
+    raw: dict[str, Any] = {}
+    for key in keys:
+        name = prefix + key.upper()
         value = env.get(name)
         if value is None or value == "":
             continue  # an empty variable is an unset one, as an empty source value is an absent one
-        raw[key] = bool_word(name, value) if key in BOOL_KEYS else value
+        raw[key] = bool_word(name, value) if key in bool_keys else value
     return raw
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from offline_bundle.bundle.commit import latest_version
-from offline_bundle.cli.common import ENV_PREFIX, LOCAL_BUCKET, bool_word, load_config, store_for
+from offline_bundle.cli.common import ENV_PREFIX, LOCAL_BUCKET, env_values, load_config, store_for
 from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose
 from offline_bundle.core.config import S3_KEYS, Source, parse_source
 from offline_bundle.core.log import Log, Redactor
@@ -27,19 +27,8 @@ TARGET_BOOL_KEYS = frozenset({"use_path_style", "disable_ssl", "skip_ssl_verific
 def load_target(path: str | None, env: dict[str, str]) -> Source:
     """The target: S3 keys from ``--target`` (YAML), ``OFFLINE_BUNDLE_TARGET_<KEY>`` variables over it."""
     raw = load_config(path, {}) if path else {}
-    unknown = sorted(
-        k for k in env if k.startswith(TARGET_ENV_PREFIX) and k[len(TARGET_ENV_PREFIX) :].lower() not in S3_KEYS
-    )
-    if unknown:
-        raise ConfigError(
-            f"unknown variable {', '.join(unknown)}; valid: {TARGET_ENV_PREFIX}<KEY> for {', '.join(S3_KEYS)}"
-        )
-    for key in S3_KEYS:
-        name = TARGET_ENV_PREFIX + key.upper()
-        value = env.get(name)
-        if value is None or value == "":
-            continue  # an empty variable is absent, as a null in YAML (task params that were left unset)
-        raw[key] = bool_word(name, value) if key in TARGET_BOOL_KEYS else value
+    valid = f"{TARGET_ENV_PREFIX}<KEY> for {', '.join(S3_KEYS)}"
+    raw.update(env_values(env, TARGET_ENV_PREFIX, S3_KEYS, TARGET_BOOL_KEYS, valid=valid))
     if "bucket" not in raw:
         raise ConfigError(f"the publish target needs a bucket: give --target TARGET.yml or {TARGET_ENV_PREFIX}BUCKET")
     return parse_source(raw, where="target", s3_only=True)
