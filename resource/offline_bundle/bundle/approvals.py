@@ -171,26 +171,26 @@ def _read(store: Store, key: str) -> bytes:
     return data
 
 
+_APPROVAL_FAULTS = {
+    "bad": "its signature is BAD: the statement was altered after signing",
+    "unchecked": "it is signed by a key that is not among approver_public_keys",
+    "revoked": "it is signed by a REVOKED approver key",
+    "expired": "its signature itself has expired",
+    "none": "it does not carry exactly one valid signature",
+    "not one": "it does not carry exactly one valid signature",
+}
+
+
 def _verify_one(gpg: Any, data: bytes, keys: dict[str, openpgp.KeyInfo]) -> tuple[bytes, str]:
     """Exactly one good signature by one of ``keys``; the signed text and the primary fingerprint."""
     if not data.lstrip().startswith(openpgp.SIGNED_HEADER) or data.count(openpgp.SIGNED_HEADER) != 1:
         raise ApprovalRejected("it is not one OpenPGP clear-signed message")
     result = gpg.decrypt(data, extra_args=openpgp.COMMON_ARGS)
     statuses = openpgp.parse_status(result.stderr)
-    words = [s.keyword for s in statuses]
-    sigs = [w for w in words if w in ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "EXPSIG")]
-    if "BADSIG" in words:
-        raise ApprovalRejected("its signature is BAD: the statement was altered after signing")
-    if "ERRSIG" in words or "NO_PUBKEY" in words:
-        raise ApprovalRejected("it is signed by a key that is not among approver_public_keys")
-    if "REVKEYSIG" in words or "KEYREVOKED" in words:
-        raise ApprovalRejected("it is signed by a REVOKED approver key")
-    if "EXPSIG" in words:
-        raise ApprovalRejected("its signature itself has expired")
-    valid = [s for s in statuses if s.keyword == "VALIDSIG"]
-    if len(sigs) != 1 or len(valid) != 1 or len(valid[0].args) < 10:
-        raise ApprovalRejected("it does not carry exactly one valid signature")
-    primary = valid[0].args[9]
+    fault = openpgp.signature_fault(statuses)
+    if fault is not None:
+        raise ApprovalRejected(_APPROVAL_FAULTS[fault])
+    primary = openpgp.valid_signature(statuses).args[9]
     if primary not in keys:
         raise ApprovalRejected(f"it is signed by {short(primary)}, which is not among approver_public_keys")
     if keys[primary].revoked:

@@ -32,6 +32,8 @@ from offline_bundle.openpgp.signed import (
     UntrustedSigner,
     Verified,
     clearsign,
+    signature_fault,
+    valid_signature,
     verify_clearsigned,
     verify_clearsigned_many,
 )
@@ -59,6 +61,8 @@ __all__ = [
     "import_secret_key",
     "parse_status",
     "public_key_of",
+    "signature_fault",
+    "valid_signature",
     "recipient_fingerprints",
     "verify_clearsigned",
     "verify_clearsigned_many",

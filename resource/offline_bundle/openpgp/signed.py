@@ -330,34 +330,63 @@ def _decrypt_files(gpg: gnupg.GPG, work: str, batch: list[int]) -> dict[int, Sec
     return sections
 
 
+_SIGNATURE_WORDS = ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "EXPSIG")
+
+
+def signature_fault(statuses: list[Status]) -> str | None:
+    """What speaks against a message carrying exactly one good signature, in the order every verifier
+    weighs gpg's status lines; None when it does, its VALIDSIG then names the primary key.
+
+    ``bad`` (altered after signing), ``unchecked`` (ERRSIG or NO_PUBKEY: an unknown key or a malformed
+    signature), ``revoked``, ``expired`` (the signature itself), ``none`` (no signature gpg can read),
+    ``not one`` (several, or no usable VALIDSIG). Each verifier words these for what it checks.
+    """
+    words = [s.keyword for s in statuses]
+    signatures = [w for w in words if w in _SIGNATURE_WORDS]
+    valid = [s for s in statuses if s.keyword == "VALIDSIG"]
+    checks = (
+        ("bad", "BADSIG" in words),
+        ("unchecked", "ERRSIG" in words or "NO_PUBKEY" in words),
+        ("revoked", "REVKEYSIG" in words or "KEYREVOKED" in words),
+        ("expired", "EXPSIG" in words),
+        ("none", not signatures),
+        ("not one", len(signatures) != 1 or len(valid) != 1 or len(valid[0].args) < 10),
+    )
+    return next((fault for fault, found in checks if found), None)
+
+
+def valid_signature(statuses: list[Status]) -> Status:
+    """The one VALIDSIG line, once ``signature_fault`` found nothing: args[9] is the primary fingerprint."""
+    return next(s for s in statuses if s.keyword == "VALIDSIG")
+
+
+_COMMIT_FAULTS = {
+    "bad": "the commit object's signature is BAD: the manifest was altered after signing",
+    "revoked": "the commit object is signed by a REVOKED key; refused",
+    "expired": "the commit object's signature itself has expired; refused",
+    "not one": "the commit object does not carry exactly one valid signature ({human})",
+}
+
+
 def _judge(
     statuses: list[Status], human: str, out_path: str, trusted: dict[str, KeyInfo]
 ) -> Verified | VerificationError:
     """gpg's verdict on one commit object, from its status lines only."""
     words = [s.keyword for s in statuses]
-    sig_words = [w for w in words if w in ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "EXPSIG")]
-    if "BADSIG" in words:
-        return VerificationError("the commit object's signature is BAD: the manifest was altered after signing")
-    errsig = [s for s in statuses if s.keyword == "ERRSIG"]
-    if errsig:
-        args = errsig[0].args
-        if (len(args) > 5 and args[5] == "9") or "NO_PUBKEY" in words:
+    fault = signature_fault(statuses)
+    if fault == "unchecked":
+        errsig = [s.args for s in statuses if s.keyword == "ERRSIG"]
+        if (errsig and len(errsig[0]) > 5 and errsig[0][5] == "9") or "NO_PUBKEY" in words:
             return UntrustedSigner(_signer_of(statuses), list(trusted))
         return MalformedCommit(
             f"the commit object is malformed or altered: gpg cannot check its signature ({human_errors(human)})"
         )
-    if "REVKEYSIG" in words or "KEYREVOKED" in words:
-        return VerificationError("the commit object is signed by a REVOKED key; refused")
-    if "EXPSIG" in words:
-        return VerificationError("the commit object's signature itself has expired; refused")
-    valid = [s for s in statuses if s.keyword == "VALIDSIG"]
-    if len(sig_words) != 1 or len(valid) != 1 or len(valid[0].args) < 10:
-        if not sig_words:
-            return MalformedCommit(f"the commit object carries no signature gpg can read ({human_errors(human)})")
-        return VerificationError(
-            f"the commit object does not carry exactly one valid signature ({human_errors(human)})"
-        )
-    primary = valid[0].args[9]
+    if fault == "none":
+        return MalformedCommit(f"the commit object carries no signature gpg can read ({human_errors(human)})")
+    if fault is not None:
+        return VerificationError(_COMMIT_FAULTS[fault].format(human=human_errors(human)))
+    valid = valid_signature(statuses)
+    primary = valid.args[9]
     if primary not in trusted:
         return UntrustedSigner(primary, list(trusted))
     if trusted[primary].revoked:
@@ -370,6 +399,6 @@ def _judge(
     return Verified(
         data=canonical_text(data),
         fingerprint=primary,
-        signed_at=valid[0].args[2],
+        signed_at=valid.args[2],
         key_expired="EXPKEYSIG" in words or trusted[primary].expired,
     )

@@ -49,6 +49,18 @@ class _SinkCallback:
         return False  # tell python-gnupg not to keep the chunk in memory
 
 
+def _into_sink(
+    gpg: gnupg.GPG, sink: Callable[[bytes], None], run: Callable[[], gnupg.Crypt]
+) -> tuple[gnupg.Crypt, list[Status]]:
+    """Run one gpg call whose output goes to ``sink``; a sink failure is raised once gpg has finished."""
+    gpg.on_data = on_data = _SinkCallback(sink)
+    result = run()
+    failure = on_data.failure or getattr(result, "on_data_failure", None)
+    if failure is not None:
+        raise failure
+    return result, parse_status(result.stderr)
+
+
 def encrypt_stream(
     src: io.RawIOBase,
     sink: Callable[[bytes], None],
@@ -71,19 +83,20 @@ def encrypt_stream(
             ["--compress-algo", "none", "-z", "0"] if compression == "none" else ["--compress-algo", "zlib", "-z", "6"]
         )
         args = [*COMMON_ARGS, *CIPHER_ARGS, *comp]
-        gpg.on_data = on_data = _SinkCallback(sink)
         if fprs:
             if passphrase is not None:
                 args.append("--symmetric")
-            result = gpg.encrypt_file(src, fprs, armor=False, passphrase=passphrase, extra_args=args)
-        else:
-            result = gpg.encrypt_file(
-                src, None, symmetric="AES256", armor=False, passphrase=passphrase, extra_args=args
+            result, statuses = _into_sink(
+                gpg, sink, lambda: gpg.encrypt_file(src, fprs, armor=False, passphrase=passphrase, extra_args=args)
             )
-        failure = on_data.failure or getattr(result, "on_data_failure", None)
-        if failure is not None:
-            raise failure
-        statuses = parse_status(result.stderr)
+        else:
+            result, statuses = _into_sink(
+                gpg,
+                sink,
+                lambda: gpg.encrypt_file(
+                    src, None, symmetric="AES256", armor=False, passphrase=passphrase, extra_args=args
+                ),
+            )
         words = [s.keyword for s in statuses]
         if "INV_RECP" in words:
             raise CryptoError("a recipient key cannot be used for encryption")
@@ -109,14 +122,13 @@ def decrypt_stream(src: io.RawIOBase, sink: Callable[[bytes], None], keys: Decry
     """
     with gpg_home() as gpg:
         ours, passphrase = _decryption_secret(gpg, keys, use_key)
-        gpg.on_data = on_data = _SinkCallback(sink)
         # Without a passphrase gpg would ask gpg-agent's pinentry, which prompts on a terminal.
         no_prompt = [] if passphrase else ["--pinentry-mode", "loopback"]
-        result = gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=[*COMMON_ARGS, *no_prompt])
-        failure = on_data.failure or getattr(result, "on_data_failure", None)
-        if failure is not None:
-            raise failure
-        statuses = parse_status(result.stderr)
+        result, statuses = _into_sink(
+            gpg,
+            sink,
+            lambda: gpg.decrypt_file(src, passphrase=passphrase or None, extra_args=[*COMMON_ARGS, *no_prompt]),
+        )
     words = [s.keyword for s in statuses]
     if "BADMDC" in words:
         raise VerificationError("the payload's integrity protection is broken: it was altered in transit")
