@@ -33,6 +33,10 @@ class UnsafePathError(VerificationError):
     """A path below a root is a link, not the kind of node expected, or does not name a place below it."""
 
 
+class TooLargeError(UnsafePathError):
+    """A file ``read_below`` reads is larger than the caller's limit (a store says so in its own words)."""
+
+
 def _show(root: str, parts: list[str]) -> str:
     return os.path.join(root, *parts)
 
@@ -210,7 +214,7 @@ def read_below(root: str, relpath: str, limit: int) -> bytes | None:
     with f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise UnsafePathError(f"{_show(root, split_below(relpath))} is larger than {limit} bytes; refused")
+        raise TooLargeError(f"{_show(root, split_below(relpath))} is larger than {limit} bytes; refused")
     return data
 
 

@@ -176,6 +176,15 @@ class Pinner:
         got.used_by.append(user)
         return got
 
+    def _carry(
+        self, user: str, *, kind: str, id: str, part: str, folder: str, files: dict[str, str], fields: dict[str, Any]
+    ) -> Entry:
+        """The entry of an artifact carried in ``<prefix><folder>``, its ``files`` (name in the lock: file
+        name) all there; an artifact already carried for another user is the same entry."""
+        dest = self.o.prefix + folder
+        keys = {what: dest + name for what, name in files.items()}
+        return self._add(Entry(kind=kind, id=id, part=part, destination=dest, keys=keys, fields=fields), user)
+
     def image_entry(self, reference: str, tag: str | None, digest: str | None, user: str) -> Entry:
         ident = self.r.image(reference, tag, digest)
         if digest and ident.digest != digest and ident.index_digest != digest:
@@ -185,16 +194,14 @@ class Pinner:
             self.log(f"note: {user}: floating tag {ident.repository}:{tag or 'latest'} locked to {ident.digest}")
         hexd = ident.digest.split(":", 1)[1]
         s = slug(ident.repository)
-        dest = f"{self.o.prefix}images/{s}/{hexd}/"
-        entry = Entry(
+        return self._carry(
+            user,
             kind="image",
             id=f"image:{ident.repository}@{ident.digest}",
             part=f"image-{s[:60]}-{hexd[:12]}",
-            destination=dest,
+            folder=f"images/{s}/{hexd}/",
             # With --registry the far side pushes the OCI archive; no rootfs tarball is carried.
-            keys={"oci": dest + OCI_FILE}
-            if self.o.registry
-            else {"rootfs": dest + ROOTFS_FILE, "oci": dest + OCI_FILE},
+            files={"oci": OCI_FILE} if self.o.registry else {"rootfs": ROOTFS_FILE, "oci": OCI_FILE},
             fields={
                 "repository": ident.repository,
                 "tag": ident.tag,
@@ -204,23 +211,21 @@ class Pinner:
                 "floating": floating,
             },
         )
-        return self._add(entry, user)
 
     def git_entry(self, uri: str, commit: str, ref: str | None, credentials: dict[str, str], user: str) -> Entry:
         if not _HEX40.match(commit):
             raise ConfigError(f"{user}: {commit!r} is not a full commit id")
         plain = _strip_userinfo(uri)
         s = slug(plain)
-        dest = f"{self.o.prefix}git/{s}/{commit}/"
-        entry = Entry(
+        return self._carry(
+            user,
             kind="git",
             id=f"git:{plain}@{commit}",
             part=f"git-{s[:60]}-{commit[:12]}",
-            destination=dest,
-            keys={"source": dest + GIT_FILE},
+            folder=f"git/{s}/{commit}/",
+            files={"source": GIT_FILE},
             fields={"uri": plain, "ref": ref, "commit": commit, "credentials": credentials},
         )
-        return self._add(entry, user)
 
     def files_entry(
         self, name: str, kind: str, version: str, files: list[FileIdentity], credentials: dict[str, str], user: str
@@ -231,14 +236,13 @@ class Pinner:
             "\n".join(f"{f.url} {f.sha256 or ''}" for f in sorted(files, key=lambda f: f.name)).encode()
         ).hexdigest()
         s = slug(name)
-        dest = f"{self.o.prefix}files/{s}/{slug(version, 40)}-{ident[:12]}/"
-        single = len(files) == 1
-        entry = Entry(
+        return self._carry(
+            user,
             kind="file",
             id=f"file:{name}@{ident[:16]}",
             part=f"files-{s[:60]}-{ident[:12]}",
-            destination=dest,
-            keys={"file": dest + files[0].name} if single else {"archive": dest + FILES_ARCHIVE},
+            folder=f"files/{s}/{slug(version, 40)}-{ident[:12]}/",
+            files={"file": files[0].name} if len(files) == 1 else {"archive": FILES_ARCHIVE},
             fields={
                 "source_type": kind,
                 "version": version,
@@ -250,7 +254,6 @@ class Pinner:
                 "credentials": credentials,
             },
         )
-        return self._add(entry, user)
 
     # ---------------------------------------------------------------------------- the rewrite
 

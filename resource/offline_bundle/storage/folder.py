@@ -59,14 +59,9 @@ class DirStore(Store):
     def get_bytes(self, key: str, limit: int = COMMIT_MAX_BYTES) -> bytes | None:
         self._path(key)
         try:
-            f = safe_fs.open_file_below(self.root, key)
-        except FileNotFoundError:
-            return None
-        with f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise StoreError(f"{key} is larger than {limit} bytes")
-        return data
+            return safe_fs.read_below(self.root, key, limit)
+        except safe_fs.TooLargeError:
+            raise StoreError(f"{key} is larger than {limit} bytes") from None
 
     def put_bytes(
         self, key: str, data: bytes, *, only_if_absent: bool = False, metadata: Mapping[str, str] | None = None
