@@ -120,7 +120,19 @@ class _PayloadPlan:
     kept_bytes: int  # bytes in pieces the index lists and that are on the medium at the right size
 
 
-class Exporter:
+class _MediumSide:
+    """What export and import both hold: the bundle's source and store, the medium's folder, the log,
+    and the environment transfer records take their build details from."""
+
+    def __init__(self, source: Source, store: Store, root: str, log: Log, env: Mapping[str, str] | None) -> None:
+        self.source = source
+        self.store = store
+        self.root = os.path.abspath(root)
+        self.log = log
+        self.env = env
+
+
+class Exporter(_MediumSide):
     def __init__(
         self,
         source: Source,
@@ -131,12 +143,8 @@ class Exporter:
         piece_size: int = DEFAULT_PIECE,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.source = source
-        self.store = store
-        self.root = os.path.abspath(root)
-        self.log = log
+        super().__init__(source, store, root, log, env)
         self.piece_size = check_piece_size(piece_size)
-        self.env = env
 
     def export(self, version: str | None = None, since: str | None = None) -> ExportResult:
         source = self.source
@@ -384,7 +392,7 @@ class ImportResult:
 _Upload = tuple[Payload, list[str], list[PieceSource]]  # a payload, its parts, its sources on the medium
 
 
-class Importer:
+class Importer(_MediumSide):
     def __init__(
         self,
         source: Source,
@@ -395,17 +403,13 @@ class Importer:
         env: Mapping[str, str] | None = None,
         medium_prefix: str | None = None,
     ) -> None:
-        self.source = source
+        super().__init__(source, store, root, log, env)
         # The medium holds the bundle under the exporting side's prefix, which may not be this one's.
         self.medium_source = source if medium_prefix is None else replace(source, prefix=medium_prefix)
-        self.store = store
-        self.root = os.path.abspath(root)
         self.medium: MediumStore | None = None
         with contextlib.suppress(FileNotFoundError):
             safe_fs.check_root(self.root)  # a file, or a path too long to open: one clear line
             self.medium = MediumStore(self.root)
-        self.log = log
-        self.env = env
 
     def versions(self) -> list[str]:
         """Committed versions on the medium, oldest first (version_order)."""
