@@ -28,7 +28,7 @@ from offline_bundle.bundle.commit import Trusted, read_commit, verified_listing
 from offline_bundle.bundle.diff import diff_manifests, to_json_text, to_text
 from offline_bundle.bundle.records import write_record
 from offline_bundle.cli.common import source_from, store_for
-from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config
+from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_store
 from offline_bundle.core.config import Source
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
@@ -199,8 +199,7 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
             "approved before it, or the one just before it when none is approved."
         ),
     )
-    with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder or medium")
+    with_store(sp, "read the bundle from a local folder or medium")
     sp.add_argument("--json", action="store_true", help="the diff as one JSON document")
     sp.add_argument("versions", nargs="+", metavar="[OLD] NEW")
     sp.set_defaults(func=cmd_diff)
@@ -221,8 +220,7 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
             "manifest. Needs no decryption key and no CI credentials; export/import or mirror carry it."
         ),
     )
-    with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="the bundle is in a local folder or on a medium")
+    with_store(sp, "the bundle is in a local folder or on a medium")
     sp.add_argument(
         "--key", required=True, metavar="APPROVER.key", help="the approver's secret key (keygen --role approve)"
     )

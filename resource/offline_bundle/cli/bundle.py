@@ -17,7 +17,15 @@ from offline_bundle.bundle.pack import Packer
 from offline_bundle.bundle.prune import prune
 from offline_bundle.bundle.unpack import Unpacker
 from offline_bundle.cli.common import read_yaml, source_from, store_for
-from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config, with_read
+from offline_bundle.cli.helptext import (
+    Subcommands,
+    add_command,
+    add_verbose,
+    with_config,
+    with_part,
+    with_read,
+    with_store,
+)
 from offline_bundle.core.config import BuildInfo, InParams, OutParams, PartSpec, check_destination
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name, check_part_name
@@ -204,7 +212,7 @@ def register_verify(sub: Subcommands[argparse.ArgumentParser]) -> None:
         details="Exit status 0 only when everything verified.",
     )
     with_read(sp)
-    sp.add_argument("--part", action="append", metavar="NAME", help="verify only this part (repeat for more)")
+    with_part(sp, "verify")
     sp.set_defaults(func=cmd_verify)
 
 
@@ -220,7 +228,7 @@ def register_unpack(sub: Subcommands[argparse.ArgumentParser]) -> None:
     )
     with_read(sp)
     add_verbose(sp)
-    sp.add_argument("--part", action="append", metavar="NAME", help="fetch only this part (repeat for more)")
+    with_part(sp, "fetch")
     sp.add_argument("dest", metavar="DEST")
     sp.set_defaults(func=cmd_unpack)
 
@@ -244,8 +252,7 @@ def register_list(sub: Subcommands[argparse.ArgumentParser]) -> None:
         "committed versions, oldest first (version_order)",
         ["offline-bundle list --config airgapped.yml"],
     )
-    with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
+    with_store(sp)
     sp.set_defaults(func=cmd_list)
 
 
@@ -256,8 +263,7 @@ def register_prune(sub: Subcommands[argparse.ArgumentParser]) -> None:
         "delete old versions, unreferenced payloads and stale multipart uploads",
         ["offline-bundle prune --config connected.yml --keep 5 --dry-run"],
     )
-    with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout")
+    with_store(sp)
     sp.add_argument("--keep", type=int, required=True, metavar="N", help="keep the newest N versions (version_order)")
     sp.add_argument(
         "--grace-hours",

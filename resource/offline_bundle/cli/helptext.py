@@ -48,8 +48,31 @@ def with_config(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def with_from_dir(
+    sp: argparse.ArgumentParser, text: str = "read the bundle from a local folder in the bucket layout"
+) -> None:
+    """``--from-dir DIR``: a folder (a medium) in the bucket layout instead of the configured store."""
+    sp.add_argument("--from-dir", metavar="DIR", help=text)
+
+
+def with_version(sp: argparse.ArgumentParser, text: str = "bundle version (default: the latest)") -> None:
+    """``--version V``: the one version a command works on, or the versions it is limited to."""
+    sp.add_argument("--version", dest="version", metavar="V", help=text)
+
+
+def with_part(sp: argparse.ArgumentParser, verb: str) -> None:
+    """``--part NAME``, repeatable: the commands that can ``verb`` some parts of a bundle only."""
+    sp.add_argument("--part", action="append", metavar="NAME", help=f"{verb} only this part (repeat for more)")
+
+
+def with_store(sp: argparse.ArgumentParser, from_dir: str = "a local folder in the bucket layout") -> None:
+    """The options of a command that works on a bundle's store as a whole: its config, or a folder instead."""
+    with_config(sp)
+    with_from_dir(sp, from_dir)
+
+
 def with_read(sp: argparse.ArgumentParser) -> None:
     """The options of every command that reads a bundle: its store, a folder instead, a version."""
     with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
-    sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
+    with_from_dir(sp)
+    with_version(sp)

@@ -12,7 +12,7 @@ import os
 
 from offline_bundle.bundle.commit import latest_version
 from offline_bundle.cli.common import ENV_PREFIX, LOCAL_BUCKET, env_values, load_config, store_for
-from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose
+from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_from_dir, with_part, with_version
 from offline_bundle.core.config import S3_KEYS, Source, parse_source
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_part_name
@@ -121,13 +121,13 @@ def register(sub: Subcommands[argparse.ArgumentParser]) -> None:
     )
     sp.add_argument("--overwrite", action="store_true", help="replace objects that hold other bytes")
     sp.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help=f"files uploaded at once (default {DEFAULT_JOBS})")
-    sp.add_argument("--part", action="append", metavar="NAME", help="publish only this part (repeat for more)")
+    with_part(sp, "publish")
     sp.add_argument("--skip-part", action="append", metavar="NAME", help="do not publish this part (repeat for more)")
     sp.add_argument(
         "--from-config", metavar="SOURCE.yml", help="the bundle's source keys (OFFLINE_BUNDLE_<KEY> override)"
     )
-    sp.add_argument("--from-dir", metavar="DIR", help="read the bundle from a local folder in the bucket layout")
-    sp.add_argument("--version", dest="version", metavar="V", help="bundle version (default: the latest)")
+    with_from_dir(sp)
+    with_version(sp)
     sp.add_argument("exploded_dir", nargs="?", metavar="EXPLODED_DIR")
     add_verbose(sp)
     sp.set_defaults(func=cmd_publish)

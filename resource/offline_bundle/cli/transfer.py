@@ -15,7 +15,7 @@ import os
 from offline_bundle.bundle.commit import COMMIT_NAME
 from offline_bundle.bundle.records import describe, list_records
 from offline_bundle.cli.common import existing_folder, load_config, source_from
-from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config
+from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config, with_store, with_version
 from offline_bundle.core.config import Source, parse_source
 from offline_bundle.core.log import Log, Redactor
 from offline_bundle.core.names import check_name
@@ -189,7 +189,7 @@ def register_export(sub: Subcommands[argparse.ArgumentParser]) -> None:
     with_config(sp)
     add_verbose(sp)
     sp.add_argument("--to", required=True, metavar="DIR", help="the medium (a folder; created if missing)")
-    sp.add_argument("--version", dest="version", metavar="V", help="the version to export (default: the latest)")
+    with_version(sp, "the version to export (default: the latest)")
     sp.add_argument(
         "--piece-size",
         metavar="SIZE",
@@ -213,7 +213,7 @@ def register_import(sub: Subcommands[argparse.ArgumentParser]) -> None:
     with_config(sp)
     add_verbose(sp)
     sp.add_argument("--from", dest="from_", required=True, metavar="DIR", help="the medium written by export")
-    sp.add_argument("--version", dest="version", metavar="V", help="import only this version (default: all)")
+    with_version(sp, "import only this version (default: all)")
     sp.add_argument(
         "--medium-prefix",
         metavar="PREFIX",
@@ -238,7 +238,7 @@ def register_mirror(sub: Subcommands[argparse.ArgumentParser]) -> None:
     sp.add_argument("--from-config", required=True, metavar="A.yml", help="source keys of the store to copy from")
     sp.add_argument("--to-config", required=True, metavar="B.yml", help="source keys of the store to copy to")
     sp.add_argument("--keep", type=int, metavar="N", help="only the newest N versions (version_order of A)")
-    sp.add_argument("--version", dest="version", metavar="V", help="only this version")
+    with_version(sp, "only this version")
     sp.set_defaults(func=cmd_mirror)
 
 
@@ -252,9 +252,8 @@ def register_records(sub: Subcommands[argparse.ArgumentParser]) -> None:
             "offline-bundle records --config airgapped.yml --from-dir /media/usb --json",
         ],
     )
-    with_config(sp)
-    sp.add_argument("--from-dir", metavar="DIR", help="a local folder in the bucket layout (a medium)")
-    sp.add_argument("--version", dest="version", metavar="V", help="only records of this version")
+    with_store(sp, "a local folder in the bucket layout (a medium)")
+    with_version(sp, "only records of this version")
     sp.add_argument("--json", action="store_true", help="each record as its JSON object, one per line")
     sp.set_defaults(func=cmd_records)
 
