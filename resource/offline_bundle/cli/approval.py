@@ -27,7 +27,7 @@ from offline_bundle.bundle.approvals import (
 from offline_bundle.bundle.commit import Trusted, read_commit, verified_listing
 from offline_bundle.bundle.diff import diff_manifests, to_json_text, to_text
 from offline_bundle.bundle.records import write_record
-from offline_bundle.cli.common import source_from, store_for
+from offline_bundle.cli.common import source_and_store
 from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_store
 from offline_bundle.core.config import Source
 from offline_bundle.core.log import Log, Redactor
@@ -59,18 +59,11 @@ def base_version(source: Source, store: Store, version: str) -> str | None:
     return earlier[-1] if earlier else None
 
 
-def _source_and_store(args: argparse.Namespace, redact: Redactor) -> tuple[Source, Store]:
-
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    return source, store_for(source, args.from_dir)
-
-
 def cmd_diff(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
     if len(args.versions) > 2:
         raise ConfigError("usage: diff [OLD] NEW (at most two versions)")
     versions = [check_name(v, "version") for v in args.versions]
-    source, store = _source_and_store(args, redact)
+    source, store = source_and_store(args, redact)
     new = read_commit(source, store, versions[-1])
     base = versions[0] if len(versions) == 2 else base_version(source, store, versions[-1])
     if base is not None and len(versions) == 1:
@@ -129,7 +122,7 @@ def cmd_approve(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
             "or pass --yes to approve from a script"
         )
     version = check_name(args.version, "VERSION")
-    source, store = _source_and_store(args, redact)
+    source, store = source_and_store(args, redact)
     passphrase = _passphrase(args, redact)
     key = load_approver_key(args.key, passphrase)
     trusted = read_commit(source, store, version)  # the same verification as `in`

@@ -16,7 +16,7 @@ from offline_bundle.bundle.commit import latest_version, payload_object_key, rea
 from offline_bundle.bundle.pack import Packer
 from offline_bundle.bundle.prune import prune
 from offline_bundle.bundle.unpack import Unpacker
-from offline_bundle.cli.common import read_yaml, source_from, store_for
+from offline_bundle.cli.common import read_yaml, source_and_store, source_from, store_for
 from offline_bundle.cli.helptext import (
     Subcommands,
     add_command,
@@ -81,9 +81,7 @@ def cmd_pack(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def _get(args: argparse.Namespace, log: Log, redact: Redactor, dest: str | None) -> Any:
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    store = store_for(source, args.from_dir)
+    source, store = source_and_store(args, redact)
     version = args.version or latest_version(source, store, log)
     params = InParams(parts=tuple(check_part_name(p) for p in args.part) if args.part else None)
     return Unpacker(source, store, log).get(version, params, dest, record=dest is not None)
@@ -108,9 +106,7 @@ def cmd_unpack(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_show(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    store = store_for(source, args.from_dir)
+    source, store = source_and_store(args, redact)
     version = args.version or latest_version(source, store, log)
     trusted = read_commit(source, store, version)
     m = trusted.manifest
@@ -143,18 +139,14 @@ def cmd_show(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 
 def cmd_list(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    store = store_for(source, args.from_dir)
+    source, store = source_and_store(args, redact)
     for t in verified_listing(source, store, log, untrusted_is_error=True).versions:
         print(f"{t.manifest.version}\t{t.manifest.created_at}")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    store = store_for(source, args.from_dir)
+    source, store = source_and_store(args, redact)
     result = prune(source, store, args.keep, log, grace=timedelta(hours=args.grace_hours), dry_run=args.dry_run)
     what = "would delete" if args.dry_run else "deleted"
     print(

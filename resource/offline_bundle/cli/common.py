@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from offline_bundle.core.config import SOURCE_KEYS, Source, parse_source
+from offline_bundle.core.log import Redactor
 from offline_bundle.core.yamlfile import load_yaml
 from offline_bundle.errors import ConfigError, PathError
 from offline_bundle.storage.base import Store
@@ -81,6 +82,14 @@ def source_from(args: argparse.Namespace, *, local: str | None = None) -> Source
     if local is not None:
         raw.setdefault("bucket", LOCAL_BUCKET)
     return parse_source(raw, where="config")
+
+
+def source_and_store(args: argparse.Namespace, redact: Redactor) -> tuple[Source, Store]:
+    """The bundle's source (its secrets redacted from every later message) and its store, or
+    the ``--from-dir`` folder instead."""
+    source = source_from(args, local=args.from_dir)
+    redact.add(source.secret_values())
+    return source, store_for(source, args.from_dir)
 
 
 def existing_folder(path: str, option: str) -> str:

@@ -14,7 +14,7 @@ import os
 
 from offline_bundle.bundle.commit import COMMIT_NAME
 from offline_bundle.bundle.records import describe, list_records
-from offline_bundle.cli.common import existing_folder, load_config, source_from
+from offline_bundle.cli.common import existing_folder, load_config, source_and_store, source_from
 from offline_bundle.cli.helptext import Subcommands, add_command, add_verbose, with_config, with_store, with_version
 from offline_bundle.core.config import Source, parse_source
 from offline_bundle.core.log import Log, Redactor
@@ -23,7 +23,7 @@ from offline_bundle.errors import ConfigError
 from offline_bundle.storage.s3.store import S3Store
 from offline_bundle.transfer.media import Exporter, Importer
 from offline_bundle.transfer.mirror import Mirror
-from offline_bundle.transfer.pieces import DEFAULT_PIECE, MediumStore, parse_size
+from offline_bundle.transfer.pieces import DEFAULT_PIECE, parse_size
 
 # Variables that are not source keys and so may stay set while mirror reads only its two files.
 _NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES")
@@ -158,9 +158,7 @@ def cmd_mirror(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
 def cmd_records(args: argparse.Namespace, log: Log, redact: Redactor) -> int:
 
-    source = source_from(args, local=args.from_dir)
-    redact.add(source.secret_values())
-    store = MediumStore(existing_folder(args.from_dir, "--from-dir")) if args.from_dir else S3Store.from_source(source)
+    source, store = source_and_store(args, redact)
     found = list_records(source, store, version=_version(args.version, "--version"))
     for rec in found:
         if rec.doc is None:
