@@ -18,9 +18,9 @@ END = "<!-- soak:end -->"
 
 FAULTS = [
     ("volume_killed_mid_put", "a volume server SIGKILLed a third into a put", "put_total_s"),
-    ("volume_killed_mid_get", "a volume server SIGKILLed a third into a get", "get_total_s"),
+    ("volume_killed_mid_get", "a volume server SIGKILLed a fifth into a get", "get_total_s"),
     ("gateway_restarted_mid_put", "the S3 gateway restarted a third into a put", "put_total_s"),
-    ("gateway_restarted_mid_get", "the S3 gateway restarted a third into a get", "get_total_s"),
+    ("gateway_restarted_mid_get", "the S3 gateway restarted a fifth into a get", "get_total_s"),
     ("get_connection_cuts", "connections reset during a get (fault proxy)", "get_with_cuts_s"),
     ("put_connection_cuts", "connections reset during a put (fault proxy)", "put_with_cuts_s"),
     ("out_sigkilled", "`out` SIGKILLed a third into its upload, then run again", "rerun_s"),
