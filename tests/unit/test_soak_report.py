@@ -45,7 +45,7 @@ def test_figures_replace_the_section_and_nothing_else(tmp_path: Path) -> None:
     assert "Not yet measured" not in text
     assert "| a volume server SIGKILLed a third into a put | yes | 12.5 s |" in text
     assert "40 MiB re-sent in all, 2 MiB per cut" in text
-    assert "| the S3 gateway restarted a third into a get | not run |" in text
+    assert "| the S3 gateway restarted a fifth into a get | not run |" in text
     assert "| clean | 0.8 s | 1.3 s |" in text
     assert text.count(soak_report.BEGIN) == 1 and text.count(soak_report.END) == 1
     # A second run rewrites the section whole.
