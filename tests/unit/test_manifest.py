@@ -194,3 +194,17 @@ def test_a_payload_key_resolves_below_the_bundle_folder_of_whichever_store_reads
         payload_object_key(far, Payload("../other/_blobs/" + PAYLOAD_ID, 1, SHA))
     fresh = {new_payload_key() for _ in range(1000)}
     assert len(fresh) == 1000 and all(re.fullmatch(r"_blobs/[0-9a-f]{32}", k) for k in fresh)
+
+
+def test_a_bad_file_entry_is_named_by_its_place_and_entries_elsewhere_stay_maps() -> None:
+    """File entries become FileEntry objects while the JSON is read (memory); one that does not parse
+    is still refused with its place, and an object shaped like an entry outside a part's files is
+    not taken for one."""
+    with pytest.raises(VerificationError, match=r"parts\[0\]\.files\[1\]\.mtime is missing"):
+        parse_manifest(mutate(["parts", 0, "files", 1], {"path": "bin/run", "type": "file", "mode": "0755"}))
+    entry_shaped = {"path": "x", "type": "dir", "mode": "0755", "mtime": 1}
+    with pytest.raises(VerificationError, match=r"manifest\.tool has the wrong type"):
+        parse_manifest(mutate(["tool"], entry_shaped))  # an entry where a map of words belongs: refused
+    m = parse_manifest(mutate(["created_by"], {"path": "x", "type": "dir", "mode": "0755"}))
+    assert m.created_by == {"path": "x", "type": "dir", "mode": "0755"}  # no mtime: not an entry, a map
+    assert all(isinstance(f, FileEntry) for f in m.parts[0].files)
