@@ -494,10 +494,12 @@ def extract_part(
         tarinfo=_BoundedTarInfo,
     ) as tf:
         # tarfile keeps every member it read (TarFile.members) for random access a stream never
-        # has: 27 MB at 100,000 files. Each is dropped once handled.
+        # has: 27 MB at 100,000 files. Each is dropped once handled. (typeshed does not declare
+        # the attribute; tarfile has had it, a plain list, since it exists.)
+        members: list[tarfile.TarInfo] = tf.members  # type: ignore[attr-defined]
         while (ti := tf.next()) is not None:
             run.member(tf.fileobj.read, ti)
-            tf.members.clear()
+            members.clear()
     run.check_complete()
     run.set_folder_modes()
     return ExtractResult(files=sum(1 for f in expected if f.type == "file"), bytes=run.written)
