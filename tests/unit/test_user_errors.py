@@ -144,6 +144,15 @@ def test_yaml_errors_give_line_and_column(tmp_path: Path) -> None:
         read_yaml(str(tmp_path / "none.yml"), "--config")
 
 
+def test_a_key_given_twice_in_a_config_is_refused_where_it_stands(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yml"
+    twice.write_text("bucket: a\nname: demo\nbucket: b\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(twice), {})
+    where = f"--config {twice} is not valid YAML at line 3, column 1"
+    assert str(e.value) == f"{where}: the key 'bucket' is given twice in one map"
+
+
 def test_empty_variables_are_unset() -> None:
     env = {"OFFLINE_BUNDLE_BUCKET": "b", "OFFLINE_BUNDLE_DISABLE_SSL": "", "OFFLINE_BUNDLE_CA_BUNDLE": ""}
     assert load_config(None, env) == {"bucket": "b"}
