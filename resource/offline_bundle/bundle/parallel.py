@@ -21,14 +21,25 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-from offline_bundle.errors import BundleError
+from offline_bundle.errors import BundleError, ConfigError
 
 T = TypeVar("T")
 MAX_PARALLEL_PARTS = 4
+PARALLEL_VARIABLE = "OFFLINE_BUNDLE_PARALLEL_PARTS"
 
 
 def default_parallel_parts() -> int:
-    """One part per CPU, at most four: more gpg processes than cores only take turns."""
+    """One part per CPU, at most four: more gpg processes than cores only take turns.
+
+    ``OFFLINE_BUNDLE_PARALLEL_PARTS`` overrides it (an operational knob, like the retry count: a
+    worker shared with other jobs may want one part at a time, a large one more than four); the
+    memory budget still bounds it. Empty means unset, as an unset ``((var))`` arrives.
+    """
+    raw = os.environ.get(PARALLEL_VARIABLE, "")
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{PARALLEL_VARIABLE} must be a whole number of parts, at least 1 (got {raw!r})")
+        return int(raw)
     return max(1, min(os.cpu_count() or 1, MAX_PARALLEL_PARTS))
 
 

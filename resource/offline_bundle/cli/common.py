@@ -48,7 +48,9 @@ def load_config(path: str | None, env: dict[str, str]) -> dict[str, Any]:
             raise ConfigError(f"--config {path} must hold a map of source keys")
         raw.update(loaded)
     valid = f"{ENV_PREFIX}<KEY> for the keys {', '.join(SOURCE_KEYS)}"
-    raw.update(env_values(env, ENV_PREFIX, SOURCE_KEYS, BOOL_KEYS, valid=valid, also=("DEBUG", "S3_RETRIES")))
+    raw.update(
+        env_values(env, ENV_PREFIX, SOURCE_KEYS, BOOL_KEYS, valid=valid, also=("DEBUG", "S3_RETRIES", "PARALLEL_PARTS"))
+    )
     return raw
 
 

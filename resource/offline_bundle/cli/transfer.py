@@ -26,7 +26,7 @@ from offline_bundle.transfer.mirror import Mirror
 from offline_bundle.transfer.pieces import DEFAULT_PIECE, parse_size
 
 # Variables that are not source keys and so may stay set while mirror reads only its two files.
-_NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES")
+_NOT_SOURCE_VARIABLES = ("OFFLINE_BUNDLE_DEBUG", "OFFLINE_BUNDLE_S3_RETRIES", "OFFLINE_BUNDLE_PARALLEL_PARTS")
 # FAT32's largest file. Media for an air gap are often FAT32 sticks; the size is allowed (exFAT,
 # ext4, NTFS hold it) but the operator should hear before a long export that the stick cannot.
 FAT32_MAX_FILE = 4 * 1024**3 - 1
