@@ -8,18 +8,22 @@ other versions' keys), then runs ``assets/check`` as Concourse does: without a v
 latest) and with a version in the middle (it and everything after it). Every figure is the
 median of BENCH_RUNS runs; the answers with junk must equal the answers without.
 
-Environment knobs: BENCH_VERSIONS=300, BENCH_JUNK=50, BENCH_RUNS=5.
+Environment knobs: BENCH_VERSIONS=300, BENCH_JUNK=50, BENCH_RUNS=5. The figures also go to
+bench/results/<stamp>-check.json, which `make bench-plot` shows in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -42,7 +46,12 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+RESULTS = BENCH_DIR / "results"
+
+
 def main() -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record: dict[str, Any] = {"timestamp": stamp, "kind": "check", "cases": []}
     n_versions = env_int("BENCH_VERSIONS", 300)
     n_junk = env_int("BENCH_JUNK", 50)
     runs = env_int("BENCH_RUNS", 5)
@@ -59,6 +68,15 @@ def main() -> None:
             stamps = creation_stamps(n_versions)
             empty = make_source(server, bucket, use_readonly_identity=True, trusted_public_keys=[signer.public_armored])
             base = [run_check(empty, None) for _ in range(env_int("BENCH_RUNS", 5))]
+            record["cases"].append(
+                {
+                    "bucket": "empty",
+                    "request": "no version",
+                    "answer": 0,
+                    "wall_s": statistics.median(b.wall_s for b in base),
+                    "cpu_s": statistics.median(b.cpu_s for b in base),
+                }
+            )
             print(
                 f"{'empty bucket':<29} median {statistics.median(b.wall_s for b in base):.2f} s, "
                 f"CPU {statistics.median(b.cpu_s for b in base):.2f} s (starting Python, boto3, one listing)",
@@ -91,6 +109,16 @@ def main() -> None:
                         cpus.append(run.cpu_s)
                         answer, stderr = run.versions, run.stderr
                     warn = [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+                    record["cases"].append(
+                        {
+                            "bucket": f"{n_versions} versions" + (f" + {n_junk} junk" if "junk" in label else ""),
+                            "request": "no version" if version is None else version,
+                            "answer": len(answer),
+                            "warning_lines": len(warn),
+                            "wall_s": statistics.median(times),
+                            "cpu_s": statistics.median(cpus),
+                        }
+                    )
                     print(
                         f"{label:<14} {name:<14} median {statistics.median(times):.2f} s "
                         f"(min {min(times):.2f}, max {max(times):.2f}; {runs} runs), "
@@ -110,6 +138,12 @@ def main() -> None:
             print(f"answers with junk equal answers without: {same}")
             if not same:
                 raise SystemExit(1)
+            record |= {"versions": n_versions, "junk": n_junk, "runs": runs, "load_before": load, "same": same}
+            record["load_after"] = os.getloadavg()[0]
+            RESULTS.mkdir(exist_ok=True)
+            path = RESULTS / f"{stamp}-check.json"
+            path.write_text(json.dumps(record, indent=2) + "\n")
+            print(f"results: {path}")
         finally:
             server.stop()
 

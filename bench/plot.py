@@ -130,6 +130,39 @@ def rss_stability(results: dict[float, dict[str, Any]]) -> str:
     return "Peak RSS at 2 GiB vs 8 GiB:\n\n" + "\n".join(out)
 
 
+CHECK_MAX_S = 2.0  # issue 15: check on 300 versions and 50 junk objects under 2 s
+
+
+def newest_check() -> tuple[Path, dict[str, Any]] | None:
+    """The newest `make bench-check` result among results/ and published/."""
+    found = [(p, json.loads(p.read_text())) for f in (RESULTS, PUBLISHED) for p in sorted(f.glob("*-check.json"))]
+    return max(found, key=lambda pr: pr[1]["timestamp"]) if found else None
+
+
+def check_table(res: dict[str, Any]) -> str:
+    lines = [
+        f"`make bench-check`, run {res['timestamp']}, medians of {res['runs']} runs, load average "
+        f"{res['load_before']:.1f} before and {res['load_after']:.1f} after:",
+        "",
+        "| bucket | request | versions listed | warning lines | wall s | CPU s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for c in res["cases"]:
+        lines.append(
+            f"| {c['bucket']} | {c['request']} | {c['answer']} | {c.get('warning_lines', 0)} | "
+            f"{c['wall_s']:.2f} | {c['cpu_s']:.2f} |"
+        )
+    junk = [c["wall_s"] for c in res["cases"] if "junk" in c["bucket"]]
+    worst = max(junk) if junk else None
+    verdict = "not measured" if worst is None else ("met" if worst < CHECK_MAX_S and res["same"] else "NOT MET")
+    lines += [
+        "",
+        f"- [{verdict}] check with {res['versions']} versions and {res['junk']} junk objects < {CHECK_MAX_S:g} s, "
+        f"the same answers as without junk: slowest {fmt(worst)} s, same answers: {res['same']}",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--headline-gb", type=float, default=2.0, help="size whose full table heads the page")
@@ -147,6 +180,9 @@ def main() -> int:
         if path.resolve() != target.resolve():
             shutil.copyfile(path, target)
     results = {gb: res for gb, (_p, res) in found.items()}
+    check = newest_check()
+    if check is not None and check[0].parent != PUBLISHED:
+        shutil.copyfile(check[0], PUBLISHED / check[0].name)
     plot(results)
     if args.no_doc:
         return 0
@@ -159,6 +195,8 @@ def main() -> int:
             "### Headline run\n\n" + render_table(headline),
             "### Wall time (s, medians) across sizes\n\n" + across_sizes(results),
             rss_stability(results),
+            "### `check` on 300 versions and 50 junk objects\n\n"
+            + (check_table(check[1]) if check else "not measured: run `make bench-check`"),
             "![wall time vs data set size](benchmarks.png)",
             END,
         ]

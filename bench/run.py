@@ -10,14 +10,18 @@ shared machine slows them alike:
              baseline-down   aws s3 cp down, gpg --decrypt | tar x, sha256sum --strict -c
              floor-down      aws s3 cp of that ready file down
 
-then a small-files run (100,000 files of 4 KiB through out and in). Every figure is the median of
-BENCH_RUNS rounds; ratios are medians of the per-round ratios (paired). See docs/benchmarks.md.
+then a two-part run (the data set as two parts, one at a time against side by side), a small-files
+run (100,000 files of 4 KiB through out and in) and the cost of each piece alone (components.py,
+with the model of a larger worker built on it). Every figure is the median of BENCH_RUNS rounds;
+ratios are medians of the per-round ratios (paired). See docs/benchmarks.md.
 
 Environment knobs:
   BENCH_GB=2            data set size in GiB (the big files scale; the 500 small files stay)
   BENCH_RUNS=3          rounds
   BENCH_TINY_FILES=500  the 4 KiB files of the main data set
   BENCH_SMALL_FILES=100000, BENCH_SKIP_SMALL=1, BENCH_SMALL_RUNS=1
+  BENCH_PARTS_RUNS=2, BENCH_SKIP_PARTS=1   the two-part run
+  BENCH_SKIP_COMPONENTS=1                  the pieces alone (components.py) and the model
   BENCH_PROFILE=1       after the rounds, one more out and in under py-spy (flame graphs in bench/results/)
   BENCH_KEEP=1          keep bench/work (data set, keys) for the next run; default: removed at the end
   BENCH_WORK=DIR        work folder (default bench/work)
@@ -48,6 +52,8 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH_DIR))
 
+import components  # noqa: E402
+import parts  # noqa: E402
 import proctree  # noqa: E402
 from proctree import Measurement, measure  # noqa: E402
 
@@ -62,13 +68,15 @@ RESULTS = BENCH_DIR / "results"
 UP = ("project-out", "baseline-up", "floor-up")
 DOWN = ("project-in", "baseline-down", "floor-down")
 
-# Targets of issue 3.
-OUT_VS_FLOOR_MAX = 1.25
-IN_VS_FLOOR_MAX = 2.0
+# Targets of issue 15 (the floor ratios, CPU, small files), and those of issue 3 it left as they were.
+OUT_VS_FLOOR_MAX = 1.15
+IN_VS_FLOOR_MAX = 1.3
+OUT_CPU_PER_GIB_MAX = 5.0
+IN_CPU_PER_GIB_MAX = 4.0
 VS_BASELINE_MIN = 2.0
 RSS_MAX_MB = 150
 TMP_FILE_MAX = 1_000_000  # 1 MB
-SMALL_FILES_PER_S_MIN = 5000
+SMALL_FILES_PER_S_MIN = 10_000
 
 
 def log(msg: str) -> None:
@@ -271,6 +279,11 @@ class Bench:
         self.small_files = env_int("BENCH_SMALL_FILES", 100_000)
         self.small_runs = env_int("BENCH_SMALL_RUNS", 1)
         self.skip_small = env_flag("BENCH_SKIP_SMALL")
+        self.skip_parts = env_flag("BENCH_SKIP_PARTS")
+        self.parts_runs = env_int("BENCH_PARTS_RUNS", 2)
+        self.skip_components = env_flag("BENCH_SKIP_COMPONENTS")
+        self.parts: dict[str, Any] = {}
+        self.components: dict[str, Any] = {}
         self.profile = env_flag("BENCH_PROFILE")
         self.keep = env_flag("BENCH_KEEP")
         self.interval = env_int("BENCH_SAMPLE_MS", 50) / 1000
@@ -374,8 +387,18 @@ class Bench:
 
     # -- contenders
 
-    def project_out(self, bucket: str, build: Path, version: str, part: str) -> Measurement:
+    def project_out(
+        self,
+        bucket: str,
+        build: Path,
+        version: str,
+        part: str | list[str],
+        env_extra: dict[str, str] | None = None,
+        name: str = "project-out",
+    ) -> Measurement:
+        """``assets/out`` putting ``part`` (a folder of ``build``, or several: one part each)."""
         assert self.server and self.keys
+        parts = [part] if isinstance(part, str) else part
         home, tmp = self.scratch("out-home"), self.scratch("out-tmp")
         source = make_source(
             self.server,
@@ -384,24 +407,31 @@ class Bench:
             recipient_public_keys=[self.keys.decrypt_public],
             signing_private_key=self.keys.sign_secret,
         )
-        request = {"source": source, "params": {"parts": [{"name": part, "path": part}], "version": version}}
-        env = asset_env("out", home=home, env={"TMPDIR": str(tmp)})
+        request = {"source": source, "params": {"parts": [{"name": p, "path": p} for p in parts], "version": version}}
+        env = asset_env("out", home=home, env={"TMPDIR": str(tmp), **(env_extra or {})})
         m = self.run(
-            "project-out",
+            name,
             [str(REPO / "assets" / "out"), str(build)],
             env,
             home,
             stdin=json.dumps(request).encode(),
             watch=(tmp, home),
         )
-        m.phases = self.phases("project-out")
-        answer = self.stdout_json("project-out")
+        m.phases = self.phases(name)
+        answer = self.stdout_json(name)
         assert answer["version"] == {"version": version}, answer
         shutil.rmtree(home)
         shutil.rmtree(tmp)
         return m
 
-    def project_in(self, bucket: str, version: str, expect_files: int) -> Measurement:
+    def project_in(
+        self,
+        bucket: str,
+        version: str,
+        expect_files: int,
+        env_extra: dict[str, str] | None = None,
+        name: str = "project-in",
+    ) -> Measurement:
         assert self.server and self.keys
         home, tmp, dest = self.scratch("in-home"), self.scratch("in-tmp"), self.scratch("in-dest")
         source = make_source(
@@ -412,16 +442,16 @@ class Bench:
             decryption_private_key=self.keys.decrypt_secret,
         )
         request = {"source": source, "version": {"version": version}, "params": {}}
-        env = asset_env("in", home=home, env={"TMPDIR": str(tmp)})
+        env = asset_env("in", home=home, env={"TMPDIR": str(tmp), **(env_extra or {})})
         m = self.run(
-            "project-in",
+            name,
             [str(REPO / "assets" / "in"), str(dest)],
             env,
             home,
             stdin=json.dumps(request).encode(),
             watch=(tmp, home),
         )
-        m.phases = self.phases("project-in")
+        m.phases = self.phases(name)
         sums = (dest / "SHA256SUMS").read_text().splitlines()
         if len(sums) != expect_files:
             raise ContenderFailed(f"project-in: SHA256SUMS lists {len(sums)} files, expected {expect_files}")
@@ -677,6 +707,14 @@ gpgconf --kill all
 
     # -- results
 
+    def _model(self, contenders: dict[str, Any]) -> dict[str, Any] | None:
+        """The larger worker's bounds (components.model) from the pieces and this run's CPU per GiB."""
+        out, inn = contenders["project-out"]["median"], contenders["project-in"]["median"]
+        if not self.components or not out or not inn:
+            return None
+        measured = {"out": out["cpu_s_per_gib"], "in": inn["cpu_s_per_gib"]}
+        return components.model(self.components["cpu_s_per_gib"], measured)
+
     def summary(self, machine: dict[str, Any], load: dict[str, Any], elapsed: float) -> dict[str, Any]:
         gib = self.data_bytes / GiB
         contenders: dict[str, Any] = {}
@@ -719,12 +757,26 @@ gpgconf --kill all
         good_out = ok(self.samples["project-out"])
         max_tmp = max(r["tmp_largest_file_bytes"] for r in good_out) / 1e6 if good_out else None
         targets = [
-            target("out wall <= 1.25 x upload floor", ratios["out_vs_floor_up"], "<=", OUT_VS_FLOOR_MAX, "x"),
-            target("out >= 2 x faster than baseline", ratios["baseline_up_vs_out"], ">=", VS_BASELINE_MIN, "x"),
-            target("in wall <= 2 x download floor", ratios["in_vs_floor_down"], "<=", IN_VS_FLOOR_MAX, "x"),
-            target("in >= 2 x faster than baseline", ratios["baseline_down_vs_in"], ">=", VS_BASELINE_MIN, "x"),
+            target("out wall <= 1.15 x upload floor", ratios["out_vs_floor_up"], "<=", OUT_VS_FLOOR_MAX, "x"),
+            target("in wall <= 1.3 x download floor", ratios["in_vs_floor_down"], "<=", IN_VS_FLOOR_MAX, "x"),
+            target(
+                "out CPU s per GiB (process tree) <= 5",
+                stat("project-out", "cpu_s_per_gib"),
+                "<=",
+                OUT_CPU_PER_GIB_MAX,
+                "s/GiB",
+            ),
+            target(
+                "in CPU s per GiB (process tree) <= 4",
+                stat("project-in", "cpu_s_per_gib"),
+                "<=",
+                IN_CPU_PER_GIB_MAX,
+                "s/GiB",
+            ),
             target("out peak RSS <= 150 MB", stat("project-out", "max_peak_rss_mb"), "<=", RSS_MAX_MB, "MB"),
             target("in peak RSS <= 150 MB", stat("project-in", "max_peak_rss_mb"), "<=", RSS_MAX_MB, "MB"),
+            target("out >= 2 x faster than baseline", ratios["baseline_up_vs_out"], ">=", VS_BASELINE_MIN, "x"),
+            target("in >= 2 x faster than baseline", ratios["baseline_down_vs_in"], ">=", VS_BASELINE_MIN, "x"),
             target("out: no temporary file > 1 MB", max_tmp, "<=", TMP_FILE_MAX / 1e6, "MB"),
             # Writes to tmpfs never reach a block device: /proc/<pid>/io counts none, so there the
             # figure would read 0 and prove nothing.
@@ -740,8 +792,10 @@ gpgconf --kill all
             for side, what in (("out", "pack (out)"), ("in", "unpack (in)")):
                 value = self.small[side]["files_per_s"]
                 targets.append(
-                    target(f"small files {what} >= 5000 files/s", value, ">=", SMALL_FILES_PER_S_MIN, "files/s")
+                    target(f"small files {what} >= 10,000 files/s", value, ">=", SMALL_FILES_PER_S_MIN, "files/s")
                 )
+                rss = self.small[side]["peak_rss_mb"]
+                targets.append(target(f"small files {what} peak RSS <= 150 MB", rss, "<=", RSS_MAX_MB, "MB"))
         return {
             "timestamp": self.stamp,
             "bench_gb": self.gb,
@@ -767,6 +821,9 @@ gpgconf --kill all
             "ratios": ratios,
             "targets": targets,
             "small_files": self.small or None,
+            "parts": self.parts or None,
+            "components": self.components or None,
+            "model": self._model(contenders),
             "profile": self.profiles or None,
         }
 
@@ -887,6 +944,10 @@ def render_table(res: dict[str, Any]) -> str:
             f"MB), in {fmt(small['in']['median_wall_s'], '.1f')} s = {fmt(small['in']['files_per_s'], '.0f')} "
             f"files/s (peak RSS {fmt(small['in']['peak_rss_mb'], '.0f')} MB)",
         ]
+    if res.get("parts"):
+        lines += ["", *parts.render(res["parts"])]
+    if res.get("components"):
+        lines += ["", *components.render(res["components"], res.get("model"))]
     good_out = ok(res["contenders"]["project-out"]["runs"])
     if good_out:
         largest = max(x["tmp_largest_file_bytes"] for x in good_out)
@@ -914,14 +975,26 @@ def render_table(res: dict[str, Any]) -> str:
                 f"100 % {statistics.median(tails):.1f} s before the step ended (median; per round: "
                 f"{', '.join(f'{t:.1f}' for t in tails)} s)",
             ]
-    lines += ["", "Targets (issue 3):", ""]
+    lines += ["", "Targets (issue 15; the baseline, temporary-file and write-once rows from issue 3):", ""]
     for t in res["targets"]:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
         lines.append(f"- [{verdict}] {t['target']}: {fmt(t['value'])} {t['unit']} (limit {t['op']} {t['limit']:g})")
+    lines += _failures(res)
+    return "\n".join(lines)
+
+
+def _failures(res: dict[str, Any]) -> list[str]:
+    """One line per distinct failure of any contender, the last line of its stderr."""
+    small = res.get("small_files")
+    lines: list[str] = []
     failures = [(n, e) for n, c in res["contenders"].items() for e in c["failures"]]
     if small:
         failures += [
             (f"small-{side}", r["error"]) for side in ("out", "in") for r in small[side]["runs"] if "error" in r
+        ]
+    if res.get("parts"):
+        failures += [
+            (f"parts-{k}", r["error"]) for k, runs in res["parts"]["samples"].items() for r in runs if "error" in r
         ]
     if failures:
         lines += ["", "Failures:", ""]
@@ -935,7 +1008,7 @@ def render_table(res: dict[str, Any]) -> str:
                     float(stamp)
                     last = text.strip()  # the stamp of a stamped log line
                 lines.append(f"- {name}: {last}")
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> int:
@@ -960,10 +1033,15 @@ def main() -> int:
     try:
         bench.setup()
         bench.rounds()
+        if not bench.skip_parts:
+            bench.parts = parts.run(bench, bench.parts_runs)
         if not bench.skip_small:
             bench.small_run()
         if bench.profile:
             bench.profile_run()
+        if not bench.skip_components:
+            log("the pieces alone (components.py)")
+            bench.components = components.measure(512, bench.work)
     finally:
         bench.teardown()
     load["after"] = loadavg()
