@@ -283,6 +283,7 @@ class Bench:
         self.parts_runs = env_int("BENCH_PARTS_RUNS", 2)
         self.skip_components = env_flag("BENCH_SKIP_COMPONENTS")
         self.parts: dict[str, Any] = {}
+        self.asset_prefix: list[str] = []  # a command the assets run under (cpu_split.py: perf record)
         self.components: dict[str, Any] = {}
         self.profile = env_flag("BENCH_PROFILE")
         self.keep = env_flag("BENCH_KEEP")
@@ -411,7 +412,7 @@ class Bench:
         env = asset_env("out", home=home, env={"TMPDIR": str(tmp), **(env_extra or {})})
         m = self.run(
             name,
-            [str(REPO / "assets" / "out"), str(build)],
+            [*self.asset_prefix, str(REPO / "assets" / "out"), str(build)],
             env,
             home,
             stdin=json.dumps(request).encode(),
@@ -445,7 +446,7 @@ class Bench:
         env = asset_env("in", home=home, env={"TMPDIR": str(tmp), **(env_extra or {})})
         m = self.run(
             name,
-            [str(REPO / "assets" / "in"), str(dest)],
+            [*self.asset_prefix, str(REPO / "assets" / "in"), str(dest)],
             env,
             home,
             stdin=json.dumps(request).encode(),
