@@ -7,7 +7,8 @@ CPU seconds per GiB (getrusage of this process and its children): then a worker 
 and a faster store is a matter of arithmetic, written out in `model()`.
 
 Run alone: `.venv/bin/python bench/components.py [MiB]` prints the figures as JSON; `bench/run.py`
-runs it after the rounds (results under "components" and "model").
+runs it after the rounds (results under "components"); `bench/plot.py` puts them in
+docs/benchmarks.md with the model, which also needs the newest `bench/cpu_split.py` result.
 """
 
 from __future__ import annotations
@@ -171,42 +172,40 @@ def measure(mib: int = 512, work: Path | None = None) -> dict[str, Any]:
     return {"mib": mib, "cpu_s_per_gib": costs, "elapsed_s": time.monotonic() - t0}
 
 
-def model(
-    components: dict[str, float],
-    measured: dict[str, float],
-    *,
-    cores: int = 16,
-    wire_gbit: float = 10.0,
-    parts: int = 4,
-) -> dict[str, Any]:
+def model(split: dict[str, Any], *, cores: int = 16, wire_gbit: float = 10.0, parts: int = 4) -> dict[str, Any]:
     """Where `out` and `in` would be bound on a worker of ``cores`` cores and a ``wire_gbit`` store.
 
-    Three bounds per direction, each in GiB/s:
-    - one part's gpg is one process on one core: ``parts / gpg cost`` (the gpg of the data path
-      through the project's pipes, measured alone);
-    - the whole step's CPU (``measured``: CPU s per GiB of the process tree in the end-to-end run
-      here) spread over the cores: ``cores / cost``;
+    ``split`` is a cpu_split.py result: CPU seconds per GiB of one step, by process and library.
+    Four bounds per step, each in GiB/s:
+    - one part's gpg is one process on one core, its pipes included: ``1 / gpg's CPU per GiB``, and
+      ``parts`` times that with parts side by side;
+    - Python's lock: the interpreter and libc (copies, allocation) run holding it, whatever the
+      number of parts and cores (SHA-256 and system calls release it), so one process cannot go
+      faster than ``1 / their CPU per GiB`` (an upper estimate: some libc time runs without it);
+    - the whole step's CPU spread over the cores: ``cores / CPU per GiB``;
     - the wire: ``wire_gbit`` Gbit/s.
-    The smallest one is the bound; what Python holds under its lock between those pieces is part
-    of the measured cost, and is discussed beside the figures in docs/benchmarks.md.
     """
     wire = wire_gbit * 1e9 / 8 / GiB
     out: dict[str, Any] = {"cores": cores, "wire_gbit": wire_gbit, "wire_gib_s": wire, "parts": parts}
-    for side, gpg_key in (("out", "gpg_encrypt"), ("in", "gpg_decrypt")):
-        per_part = 1 / components[gpg_key]
+    for side, step in split["steps"].items():
+        cats = step["cpu_s_per_gib_by_category"]
+        gpg = sum(v for k, v in cats.items() if k.startswith("gpg:"))
+        locked = sum(v for k, v in cats.items() if "interpreter" in k or "copies and allocation" in k)
         bounds = {
-            "gpg_one_part": per_part,
-            "gpg_parts": per_part * parts,
-            "cpu_all_cores": cores / measured[side],
+            "gpg_one_part": 1 / gpg,
+            "gpg_parts": parts / gpg,
+            "python_lock": 1 / locked,
+            "cpu_all_cores": cores / step["cpu_s_per_gib"],
             "wire": wire,
         }
-        with_parts = {k: v for k, v in bounds.items() if k != "gpg_one_part"}
+        one = {k: v for k, v in bounds.items() if k != "gpg_parts"}
+        many = {k: v for k, v in bounds.items() if k != "gpg_one_part"}
         out[side] = {
             "bounds_gib_s": bounds,
-            "one_part_bound": min(bounds["gpg_one_part"], bounds["cpu_all_cores"], wire),
-            "one_part_by": min(("gpg_one_part", "cpu_all_cores", "wire"), key=lambda k: bounds[k]),
-            "parts_bound": min(with_parts.values()),
-            "parts_by": min(with_parts, key=lambda k: with_parts[k]),
+            "one_part_bound": min(one.values()),
+            "one_part_by": min(one, key=lambda k: one[k]),
+            "parts_bound": min(many.values()),
+            "parts_by": min(many, key=lambda k: many[k]),
         }
     return out
 
@@ -244,10 +243,36 @@ def render(res: dict[str, Any], mdl: dict[str, Any] | None) -> list[str]:
         "|---|---:|---:|",
     ]
     lines += [f"| {NAMES.get(k, k)} | {v:.2f} | {1 / v:.2f} |" for k, v in costs.items() if v > 0]
-    if mdl is None:
-        return lines
-    lines += [
+    return lines if mdl is None else [*lines, "", *render_model(mdl)]
+
+
+def render_model(mdl: dict[str, Any]) -> list[str]:
+    """Markdown lines: the model's bounds per step, one part and ``parts`` parts."""
+    by = {
+        "gpg_one_part": "gpg",
+        "python_lock": "Python's lock",
+        "cpu_all_cores": "all cores",
+        "wire": "the wire",
+        "gpg_parts": "gpg",
+    }
+    lines = [
+        f"Model of a {mdl['cores']}-core worker with a {mdl['wire_gbit']:g} Gbit/s store "
+        f"({mdl['wire_gib_s']:.2f} GiB/s), from the CPU split of one out and one in here (GiB/s):",
         "",
+        f"| step | one part's gpg | {mdl['parts']} parts' gpg | Python's lock | all CPU over {mdl['cores']} cores "
+        f"| wire | bound, one part | bound, {mdl['parts']} parts |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for side in ("out", "in"):
+        m = mdl[side]
+        b = m["bounds_gib_s"]
+        lines.append(
+            f"| {side} | {b['gpg_one_part']:.2f} | {b['gpg_parts']:.2f} | {b['python_lock']:.2f} | "
+            f"{b['cpu_all_cores']:.2f} | {b['wire']:.2f} | {m['one_part_bound']:.2f} ({by[m['one_part_by']]}) | "
+            f"{m['parts_bound']:.2f} ({by[m['parts_by']]}) |"
+        )
+    return lines
+    lines = [
         f"Model of a {mdl['cores']}-core worker with a {mdl['wire_gbit']:g} Gbit/s store "
         f"({mdl['wire_gib_s']:.2f} GiB/s), from these pieces and this run's CPU per GiB (GiB/s):",
         "",

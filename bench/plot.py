@@ -25,6 +25,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import components  # noqa: E402
+import cpu_split  # noqa: E402
 from run import DOWN, UP, fmt, render_table  # noqa: E402
 
 RESULTS = BENCH_DIR / "results"
@@ -133,10 +135,24 @@ def rss_stability(results: dict[float, dict[str, Any]]) -> str:
 CHECK_MAX_S = 2.0  # issue 15: check on 300 versions and 50 junk objects under 2 s
 
 
-def newest_check() -> tuple[Path, dict[str, Any]] | None:
-    """The newest `make bench-check` result among results/ and published/."""
-    found = [(p, json.loads(p.read_text())) for f in (RESULTS, PUBLISHED) for p in sorted(f.glob("*-check.json"))]
-    return max(found, key=lambda pr: pr[1]["timestamp"]) if found else None
+def newest(kind: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``*-<kind>.json`` among results/ and published/, copied to published/."""
+    found = [(p, json.loads(p.read_text())) for f in (RESULTS, PUBLISHED) for p in sorted(f.glob(f"*-{kind}.json"))]
+    if not found:
+        return None
+    path, res = max(found, key=lambda pr: pr[1]["timestamp"])
+    if path.parent != PUBLISHED:
+        PUBLISHED.mkdir(exist_ok=True)
+        shutil.copyfile(path, PUBLISHED / path.name)
+    return path, res
+
+
+def cpu_section() -> str:
+    found = newest("cpusplit")
+    if found is None:
+        return "not measured: run `.venv/bin/python bench/cpu_split.py`"
+    split = found[1]
+    return "\n".join([*cpu_split.render(split), "", *components.render_model(components.model(split))])
 
 
 def check_table(res: dict[str, Any]) -> str:
@@ -180,9 +196,7 @@ def main() -> int:
         if path.resolve() != target.resolve():
             shutil.copyfile(path, target)
     results = {gb: res for gb, (_p, res) in found.items()}
-    check = newest_check()
-    if check is not None and check[0].parent != PUBLISHED:
-        shutil.copyfile(check[0], PUBLISHED / check[0].name)
+    check = newest("check")
     plot(results)
     if args.no_doc:
         return 0
@@ -195,6 +209,7 @@ def main() -> int:
             "### Headline run\n\n" + render_table(headline),
             "### Wall time (s, medians) across sizes\n\n" + across_sizes(results),
             rss_stability(results),
+            "### Where the CPU goes, and a larger worker\n\n" + cpu_section(),
             "### `check` on 300 versions and 50 junk objects\n\n"
             + (check_table(check[1]) if check else "not measured: run `make bench-check`"),
             "![wall time vs data set size](benchmarks.png)",

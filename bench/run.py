@@ -708,14 +708,6 @@ gpgconf --kill all
 
     # -- results
 
-    def _model(self, contenders: dict[str, Any]) -> dict[str, Any] | None:
-        """The larger worker's bounds (components.model) from the pieces and this run's CPU per GiB."""
-        out, inn = contenders["project-out"]["median"], contenders["project-in"]["median"]
-        if not self.components or not out or not inn:
-            return None
-        measured = {"out": out["cpu_s_per_gib"], "in": inn["cpu_s_per_gib"]}
-        return components.model(self.components["cpu_s_per_gib"], measured)
-
     def summary(self, machine: dict[str, Any], load: dict[str, Any], elapsed: float) -> dict[str, Any]:
         gib = self.data_bytes / GiB
         contenders: dict[str, Any] = {}
@@ -824,7 +816,6 @@ gpgconf --kill all
             "small_files": self.small or None,
             "parts": self.parts or None,
             "components": self.components or None,
-            "model": self._model(contenders),
             "profile": self.profiles or None,
         }
 
@@ -948,7 +939,7 @@ def render_table(res: dict[str, Any]) -> str:
     if res.get("parts"):
         lines += ["", *parts.render(res["parts"])]
     if res.get("components"):
-        lines += ["", *components.render(res["components"], res.get("model"))]
+        lines += ["", *components.render(res["components"], None)]
     good_out = ok(res["contenders"]["project-out"]["runs"])
     if good_out:
         largest = max(x["tmp_largest_file_bytes"] for x in good_out)
