@@ -9,7 +9,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 LINT_PATHS = $(wildcard resource tests bench)
 
-.PHONY: all install system-deps lint test demo bench bench-check bench-plot soak clean distclean
+.PHONY: all install system-deps lint test demo bench bench-check bench-cpu bench-plot soak clean distclean
 
 all: test
 
@@ -47,7 +47,7 @@ soak: install
 	SOAK=1 SOAK_RESULTS=$(SOAK_RESULTS) $(BIN)/pytest -q -m cluster tests/cluster
 	$(BIN)/python bench/soak_report.py $(SOAK_RESULTS) docs/operations.md
 
-# Benchmark of issue 3 (docs/benchmarks.md): BENCH_GB=2 BENCH_RUNS=3 BENCH_SKIP_SMALL=1 BENCH_PROFILE=1 ...
+# The benchmark of docs/benchmarks.md: BENCH_GB=2 BENCH_RUNS=3 BENCH_SKIP_SMALL=1 BENCH_PROFILE=1 ... (bench/run.py)
 # The bench's own tools (matplotlib, py-spy) go into the same venv, re-installed when their list changes.
 BENCH_STAMP = $(VENV)/.bench-installed
 
@@ -61,6 +61,10 @@ bench-check: install
 
 bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
+
+# Where the CPU of one out and one in goes, by process and library (needs perf; BENCH_GB=1 by default).
+bench-cpu: install
+	$(BIN)/python bench/cpu_split.py
 
 # docs/benchmarks.png and the figures in docs/benchmarks.md from the newest result per size.
 bench-plot: $(BENCH_STAMP)
