@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from offline_bundle.bundle import archive
 from offline_bundle.bundle.archive import TarStream, extract_part, plan_part
 from offline_bundle.core.manifest import FileEntry, symlink_stays_inside
 from offline_bundle.errors import ConfigError, VerificationError
@@ -330,3 +331,58 @@ def test_the_fast_tar_header_equals_tarfiles(
         target=target if kind == "symlink" else None,
     )
     assert _header(e) == _tarinfo(e).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+class _Chunks(io.RawIOBase):
+    """A stream handing out the chunks it was given, whole when asked for as much (as ChunkPipe does)."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        self.handed: list[bytes] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.chunks:
+            return b""
+        chunk = self.chunks[0]
+        out, rest = (chunk, b"") if size < 0 or size >= len(chunk) else (chunk[:size], chunk[size:])
+        self.chunks = [rest, *self.chunks[1:]] if rest else self.chunks[1:]
+        self.handed.append(out)
+        return out
+
+
+def test_large_members_are_read_past_tarfiles_buffer_and_every_member_still_lands(tmp_path: Path) -> None:
+    """Large files come straight from the stream (the very chunks, not copies of them); what follows
+    them, headers and padding and small files, is read where tarfile expects it."""
+    prod = make_tree(tmp_path)
+    (prod / "sub" / "zz-small").write_bytes(b"after the blob")  # a member after the large one
+    data, files = pack(tmp_path)
+    raw = _Chunks(data, 1 << 20)
+    dest = tmp_path / "out"
+    res = extract_part(raw, tuple(files), str(dest), part="p")
+    assert res.files == 6
+    for f in files:
+        if f.type == "file":
+            assert (dest / f.path).read_bytes() == (prod / f.path).read_bytes()
+    # tarfile's own reader asks for its buffer size (64 KiB) at a time; whole 1 MiB chunks were
+    # handed out only because the blob's bytes were asked for past it.
+    assert max(len(c) for c in raw.handed) == 1 << 20
+
+
+def test_the_member_reader_serves_tarfiles_buffer_first_and_keeps_its_position() -> None:
+    buf_then_raw = _Chunks(b"R" * 10, 4)
+
+    class FakeTarStream:
+        comptype = "tar"
+        buf = b"BBB"
+        pos = 100
+
+    ts = FakeTarStream()
+    read = archive._member_reader(ts, buf_then_raw)
+    assert read(2) == b"BB" and ts.buf == b"B" and ts.pos == 102
+    assert read(5) == b"B" and ts.buf == b"" and ts.pos == 103
+    assert read(5) == b"RRRR" and ts.pos == 107
+    # Anything but tarfile's plain stream is read as tarfile would read it (its own read, not raw's).
+    assert archive._member_reader(io.BytesIO(b"xyz"), buf_then_raw)(2) == b"xy"

@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from offline_bundle.core.confined import BuildDir
 from offline_bundle.core.fields import carry_fields
@@ -497,12 +497,38 @@ def extract_part(
         # has: 27 MB at 100,000 files. Each is dropped once handled. (typeshed does not declare
         # the attribute; tarfile has had it, a plain list, since it exists.)
         members: list[tarfile.TarInfo] = tf.members  # type: ignore[attr-defined]
+        read = _member_reader(tf.fileobj, stream)
         while (ti := tf.next()) is not None:
-            run.member(tf.fileobj.read, ti)
+            run.member(read, ti)
             members.clear()
     run.check_complete()
     run.set_folder_modes()
     return ExtractResult(files=sum(1 for f in expected if f.type == "file"), bytes=run.written)
+
+
+def _member_reader(tar_stream: Any, raw: io.RawIOBase | io.BufferedIOBase) -> Callable[[int], bytes]:
+    """A member's bytes past tarfile's stream reader, which copies each of them twice.
+
+    tarfile's ``_Stream.read`` gathers small reads of its buffer size and joins and slices them:
+    two copies of every byte of a large file. What is left in its buffer is served first; then
+    reads go straight to ``raw``, which hands out its chunks whole. The stream's position is kept
+    as tarfile counts it, so its next header read (and the skip over padding) finds its place. Only
+    tarfile's plain stream has ``buf`` and ``pos``; anything else is read as tarfile would.
+    """
+    if not (hasattr(tar_stream, "buf") and hasattr(tar_stream, "pos") and getattr(tar_stream, "comptype", "") == "tar"):
+        return cast("Callable[[int], bytes]", tar_stream.read)
+
+    def read(size: int) -> bytes:
+        data: bytes
+        if tar_stream.buf:
+            data = tar_stream.buf[:size]
+            tar_stream.buf = tar_stream.buf[size:]
+        else:
+            data = raw.read(size) or b""
+        tar_stream.pos += len(data)
+        return data
+
+    return read
 
 
 @dataclass
