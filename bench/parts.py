@@ -76,6 +76,7 @@ def summarise(samples: dict[str, list[dict[str, Any]]], data_bytes: int, rounds:
                 "wall_s": statistics.median(r["wall_s"] for r in good),
                 "cpu_s_per_gib": statistics.median(r["cpu_s"] for r in good) / gib,
                 "peak_rss_mb": max(r["peak_rss_bytes"] for r in good) / 1e6,
+                "peak_pss_mb": max(r["peak_pss_bytes"] for r in good) / 1e6,
             }
             if good
             else None
@@ -96,17 +97,18 @@ def render(res: dict[str, Any]) -> list[str]:
         f"Two parts, one at a time against side by side (`OFFLINE_BUNDLE_PARALLEL_PARTS`), medians of "
         f"{res['rounds']} round(s):",
         "",
-        "| step | parts at once | wall s | CPU s/GiB | peak RSS MB |",
-        "|---|---:|---:|---:|---:|",
+        "| step | parts at once | wall s | CPU s/GiB | peak RSS MB | peak PSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for side in ("out", "in"):
         for n in (1, 2):
             m = res.get(f"{side}-{n}")
             if m is None:
-                lines.append(f"| {side} | {n} | FAILED | | |")
+                lines.append(f"| {side} | {n} | FAILED | | | |")
             else:
                 lines.append(
-                    f"| {side} | {n} | {m['wall_s']:.2f} | {m['cpu_s_per_gib']:.2f} | {m['peak_rss_mb']:.0f} |"
+                    f"| {side} | {n} | {m['wall_s']:.2f} | {m['cpu_s_per_gib']:.2f} | {m['peak_rss_mb']:.0f} "
+                    f"| {m['peak_pss_mb']:.0f} |"
                 )
     for side in ("out", "in"):
         s = res.get(f"{side}_speedup")

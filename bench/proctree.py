@@ -142,6 +142,18 @@ def folder_usage(folders: Sequence[Path]) -> tuple[int, int, str]:
     return total, largest, where
 
 
+def pss_of(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 @dataclass
 class Measurement:
     returncode: int
@@ -150,6 +162,9 @@ class Measurement:
     cpu_sys_s: float
     peak_rss_bytes: int
     peak_rss_by_command: dict[str, int]
+    # The tree's memory with shared pages counted once: the sum of PSS. A child forked by Python and
+    # not yet turned into gpg shares every page of its parent, and the RSS sum counts them twice.
+    peak_pss_bytes: int
     max_single_maxrss_bytes: int  # ru_maxrss: the largest single process of the tree (kernel's own figure)
     disk_write_bytes: int
     server_cpu_s: float
@@ -179,6 +194,7 @@ class _Sampler(threading.Thread):
         self.watch = list(watch)
         self.stop_event = threading.Event()
         self.peak_rss = 0
+        self.peak_pss = 0
         self.peak_by_command: dict[str, int] = {}
         self.samples = 0
         self.tmp_total = self.tmp_largest = 0
@@ -206,6 +222,7 @@ class _Sampler(threading.Thread):
         tree = descendants(procs, os.getpid(), self.exclude)
         self.foreign.update(set(procs) - set(tree) - {os.getpid()})
         rss = sum(procs[p].rss for p in tree)
+        self.peak_pss = max(self.peak_pss, sum(pss_of(p) for p in tree))
         self.samples += 1
         for p in tree:
             self.cpu_seen[p] = (procs[p].comm, procs[p].cpu_ticks)
@@ -297,6 +314,7 @@ def measure(
         cpu_sys_s=ru1.ru_stime - ru0.ru_stime,
         peak_rss_bytes=sampler.peak_rss,
         peak_rss_by_command=sampler.peak_by_command,
+        peak_pss_bytes=sampler.peak_pss,
         max_single_maxrss_bytes=ru.ru_maxrss * 1024,
         disk_write_bytes=written,
         server_cpu_s=(cpu_seconds_of(server_pid) - server_cpu0) if server_pid else 0.0,
