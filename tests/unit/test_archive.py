@@ -154,6 +154,7 @@ def special(name: str, kind: bytes, link: str = "") -> tuple[tarfile.TarInfo, No
         ([reg("x", b"12")], [entry("x", b"1")], "2 bytes in the archive, 1 in the manifest"),
         ([reg("x", b"2")], [entry("x", b"1")], "SHA-256 of 'x' differs"),
         ([reg("x", b"1")], [entry("x", b"1"), entry("y", b"2")], "missing from the archive"),
+        ([reg("y", b"1")], [entry("z", b""), entry("y", b"1"), entry("a", b"")], r"2 file\(s\) .* e\.g\. 'a'"),
         ([special("x", tarfile.LNKTYPE, "/etc/passwd")], [entry("x", b"")], "is a hardlink in the archive"),
         ([special("x", tarfile.FIFOTYPE)], [entry("x", b"")], "is a special in the archive"),
         ([special("x", tarfile.CHRTYPE)], [entry("x", b"")], "is a special in the archive"),
