@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from offline_bundle.bundle.commit import read_commit
+from offline_bundle.bundle.unpack import Unpacker
 from offline_bundle.concourse.handlers import handle_check, handle_in, handle_out
-from offline_bundle.core.config import Source
+from offline_bundle.core.config import InParams, Source, parse_source
 from offline_bundle.errors import ConfigError, NotCommittedError, VerificationError
 from offline_bundle.storage.base import Store
 from offline_bundle.storage.s3.settings import S3Settings
@@ -164,3 +166,20 @@ def test_the_handlers_refuse_a_bad_request_before_opening_a_store(
     with pytest.raises(ConfigError, match="parts"):
         handle_out({"source": put_source(gpg_keys), "params": {}}, [str(tmp_path)], logs.append, bucket)
     assert bucket.opened == []
+
+
+def test_a_get_into_a_folder_writes_the_signed_texts_and_keeps_no_copy(
+    bucket: Bucket, gpg_keys: GpgKeys, tmp_path: Path, logs: list[str]
+) -> None:
+    put(bucket, gpg_keys, tmp_path / "build", "1.0.0", "one", logs)
+    source = parse_source(get_source(gpg_keys))
+    store = bucket(source)
+    trusted = read_commit(source, store, "1.0.0")
+    dest = tmp_path / "dest"
+    result = Unpacker(source, store, logs.append).get("1.0.0", InParams(), str(dest))
+    assert (dest / "manifest.json.asc").read_bytes() == trusted.commit_bytes
+    assert (dest / "manifest.json").read_bytes() == trusted.manifest_bytes
+    assert (dest / "version").read_text() == "1.0.0"
+    # What the get returns no longer holds the texts (tens of MB for a large bundle); the rest is kept.
+    assert result.trusted.commit_bytes == b"" and result.trusted.manifest_bytes == b""
+    assert result.trusted.manifest == trusted.manifest and result.trusted.signer == trusted.signer

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from offline_bundle import openpgp
 from offline_bundle.core.config import Source
@@ -69,11 +69,20 @@ def trusted_keys(source: Source) -> list[str]:
 
 @dataclass(frozen=True)
 class Trusted:
+    """A verified commit object: its manifest, the manifest's text as verified, the object's bytes, the signer.
+
+    ``without_texts`` drops the two texts where they were written out already: a get of 100,000 files
+    would hold 33 MB of them while its parts come.
+    """
+
     manifest: Manifest
     manifest_bytes: bytes
     commit_bytes: bytes
     signer: str | None
     signer_expired: bool
+
+    def without_texts(self) -> Trusted:
+        return replace(self, manifest_bytes=b"", commit_bytes=b"")
 
 
 def read_commit(source: Source, store: Store, version: str, *, keys: list[str] | None = None) -> Trusted:

@@ -40,7 +40,7 @@ DIAGNOSIS_LIMIT = 256 << 20  # bytes read after a failure to tell an altered pay
 
 @dataclass(frozen=True)
 class GetResult:
-    trusted: Trusted
+    trusted: Trusted  # without its texts when the get wrote them into a destination (Trusted.without_texts)
     parts: tuple[str, ...]
     files: int
     bytes: int
@@ -135,6 +135,14 @@ def remove_tree(path: str) -> None:
             os.rmdir(folder)
 
 
+def _write_signed_texts(staging: str, texts: list[bytes]) -> None:
+    """manifest.json.asc and manifest.json from ``[commit object, verified manifest text]``, which is then emptied."""
+    for name, data in zip((COMMIT_NAME, "manifest.json"), texts, strict=True):
+        with open(os.path.join(staging, name), "wb") as raw:
+            raw.write(data)
+    texts.clear()
+
+
 def select_parts(manifest: Manifest, wanted: tuple[str, ...] | None) -> list[Part]:
     if wanted is None:
         return list(manifest.parts)
@@ -225,7 +233,11 @@ class Unpacker:
         if dest is None:  # verifying or streaming to a sink writes nothing here
             files, total = self._fetch_parts(parts, None, sink)
         else:
-            files, total = self._fetch_into(dest, trusted, parts, sink)
+            # The commit object and the manifest text go into the staging folder before the parts and
+            # are not held while the parts come: at 100,000 files they are 33 MB.
+            texts = [trusted.commit_bytes, trusted.manifest_bytes]
+            trusted = trusted.without_texts()
+            files, total = self._fetch_into(dest, manifest.version, texts, parts, sink)
         if record and dest is not None:
             details = {
                 "files": files,
@@ -246,11 +258,15 @@ class Unpacker:
             )
         return GetResult(trusted, tuple(p.name for p in parts), files, total, approval)
 
-    def _fetch_into(self, dest: str, trusted: Trusted, parts: list[Part], sink: FileSink | None) -> tuple[int, int]:
+    def _fetch_into(
+        self, dest: str, version: str, texts: list[bytes], parts: list[Part], sink: FileSink | None
+    ) -> tuple[int, int]:
         """Fetch the parts into a staging folder inside ``dest``, then rename everything into place.
 
-        On any failure, also SIGTERM (Terminated) and SIGINT, nothing of the payload stays in the
-        destination: what was already renamed is taken back and the staging folder removed.
+        ``texts`` (the commit object, the verified manifest text) are written first, and the list is
+        emptied so that nothing holds them meanwhile. On any failure, also SIGTERM (Terminated) and
+        SIGINT, nothing of the payload stays in the destination: what was already renamed is taken
+        back and the staging folder removed.
         """
         staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
         moved: list[str] = []
@@ -261,9 +277,13 @@ class Unpacker:
                 raise path_error(e, dest, "cannot write into the destination") from None
             if parts:
                 self._check_space(dest, parts)
+            try:
+                _write_signed_texts(staging, texts)
+            except OSError as e:
+                raise path_error(e, dest, "cannot write into the destination") from None
             counts = self._fetch_parts(parts, staging, sink)
             try:
-                self._write_side_files(staging, trusted, parts)
+                self._write_side_files(staging, version, parts)
                 self._move_into_place(staging, dest, moved)
             except OSError as e:
                 raise path_error(e, dest, "cannot write into the destination") from None
@@ -429,25 +449,22 @@ class Unpacker:
             raise failure[0]
         return result
 
-    def _write_side_files(self, staging: str, trusted: Trusted, parts: list[Part]) -> None:
-        lines = [
+    def _write_side_files(self, staging: str, version: str, parts: list[Part]) -> None:
+        # A generator: the lines of 100,000 files, gathered in a list, took 15 MB for the moment.
+        lines = (
             sha256sums_line(f.sha256 or "", f"{p.name}/{f.path}")
             for p in sorted(parts, key=lambda p: p.name)
             for f in p.files
             if f.type == "file"
-        ]
+        )
         if not parts:
             # An empty SHA256SUMS makes `sha256sum -c` fail ("no properly formatted checksum lines").
             self.log("skip_download: no part fetched, so no SHA256SUMS is written (manifest.json lists the files)")
         else:
             with open(os.path.join(staging, "SHA256SUMS"), "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(lines)
-        with open(os.path.join(staging, "manifest.json"), "wb") as raw:
-            raw.write(trusted.manifest_bytes)
-        with open(os.path.join(staging, COMMIT_NAME), "wb") as raw:
-            raw.write(trusted.commit_bytes)
         with open(os.path.join(staging, "version"), "w", encoding="utf-8") as f:
-            f.write(trusted.manifest.version)
+            f.write(version)
 
     def _move_into_place(self, staging: str, dest: str, moved: list[str]) -> None:
         """Rename each entry into ``dest``, noting it in ``moved`` so that a failure can take it back."""

