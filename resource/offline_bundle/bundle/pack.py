@@ -306,10 +306,13 @@ class Packer:
             parts=tuple(parts),
             created_by=build.values or None,
         )
-        body = manifest.to_json_bytes()
         signer = None
-        if source.signing_private_key:
-            body, signer = openpgp.clearsign(body, source.signing_private_key, source.signing_private_key_passphrase)
+        if source.signing_private_key:  # signed from its pieces: the unsigned text is never held whole
+            body, signer = openpgp.clearsign(
+                manifest.json_pieces(), source.signing_private_key, source.signing_private_key_passphrase
+            )
+        else:
+            body = manifest.to_json_bytes()
         try:
             write_commit(self.store, commit_key(source, version), body, only_if_absent=not existed)
         except AlreadyExistsError:

@@ -141,7 +141,11 @@ class Manifest:
         file entry, far below that limit; readers parse it as any JSON. Built as one list of
         pieces joined once: a manifest of tens of MiB is not copied over and over.
         """
-        return b"".join(piece.encode("ascii") for piece in self._pieces())
+        return b"".join(self.json_pieces())
+
+    def json_pieces(self) -> Iterator[bytes]:
+        """``to_json_bytes()`` in pieces, for a writer that need not hold it whole (clear-signing)."""
+        return (piece.encode("ascii") for piece in self._pieces())
 
     def encoded_size(self) -> int:
         """Length of ``to_json_bytes()`` without building it (the put side checks it before uploading)."""
