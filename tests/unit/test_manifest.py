@@ -40,6 +40,13 @@ def test_round_trip_is_exact_with_one_file_entry_per_line() -> None:
     assert parse_manifest(data).to_json_bytes() == data
 
 
+def test_the_text_in_pieces_and_a_parts_head_are_what_the_whole_says() -> None:
+    m = sample(created_by={"build_id": "7"})
+    assert b"".join(m.json_pieces()) == m.to_json_bytes()
+    part = m.parts[0]
+    assert part.head_json() == {k: v for k, v in part.to_json().items() if k != "files"}
+
+
 def test_a_line_too_long_to_clear_sign_is_refused() -> None:
     from offline_bundle.errors import ConfigError
 
