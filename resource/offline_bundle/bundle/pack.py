@@ -1,7 +1,8 @@
 """The put side: plan -> (reuse or stream tar -> hash -> encrypt -> upload) -> manifest -> sign -> commit.
 
-Nothing of the bundle touches local disk: the tar is produced as gpg reads it, gpg's output is
-hashed and uploaded part by part, and the commit object goes up last.
+No payload touches local disk: the tar is produced as gpg reads it, gpg's output is hashed and
+uploaded part by part, and the commit object goes up last (its manifest is signed through files in
+gpg's throwaway home, removed with it: see ``openpgp.clearsign``).
 """
 
 from __future__ import annotations
