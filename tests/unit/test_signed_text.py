@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offline_bundle.openpgp.signed import _carries_file, canonical_text, clearsign, verify_clearsigned
+from offline_bundle.openpgp.signed import _carries_file, canonical_text, clearsign, in_place, verify_clearsigned
 from tests.support.gpgkeys import GpgKeys
 
 
@@ -50,3 +50,15 @@ def test_the_signed_message_is_compared_with_the_text_file(tmp_path: Path) -> No
     escaped = message.replace(b'\n"b"', b'\n- -"b"')
     text.write_bytes(b'{"a":1,\n-"b":2}')
     assert _carries_file(escaped, str(text))
+
+
+def test_the_verified_text_is_taken_in_place_only_where_the_message_holds_it_as_it_stands() -> None:
+    message = b'-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{"a":1,\n"b":2}\n-----BEGIN PGP SIGNATURE-----\n'
+    text = b'{"a":1,\n"b":2}'
+    found = in_place(message, text)
+    assert isinstance(found, memoryview) and found == text
+    other = b'{"a":1,\n"b":3}'
+    assert in_place(message, other) is other  # gpg's text differs from what the message shows: gpg's counts
+    escaped = message.replace(b'\n"b"', b'\n- -"b"')
+    unescaped = b'{"a":1,\n-"b":2}'
+    assert in_place(escaped, unescaped) is unescaped

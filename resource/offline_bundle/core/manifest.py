@@ -534,10 +534,10 @@ def _parse_part(doc: Any, where: str) -> Part:
     return Part(name=name, destination=destination, payload=payload, encryption=encryption, files=files)
 
 
-def parse_manifest(data: bytes) -> Manifest:
+def parse_manifest(data: bytes | memoryview) -> Manifest:
     """Parse signed manifest bytes; every payload key must be ``_blobs/<id>`` inside the bundle's folder."""
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_object_as_parsed)
+        doc = json.loads(str(data, "utf-8"), object_pairs_hook=_object_as_parsed)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         # ValueError: also an integer of more than 4,300 digits, which is not a JSONDecodeError.
         raise _fail(f"not JSON ({e.__class__.__name__})") from None
