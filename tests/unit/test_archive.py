@@ -387,3 +387,21 @@ def test_the_member_reader_serves_tarfiles_buffer_first_and_keeps_its_position()
     assert read(5) == b"RRRR" and ts.pos == 107
     # Anything but tarfile's plain stream is read as tarfile would read it (its own read, not raw's).
     assert archive._member_reader(io.BytesIO(b"xyz"), buf_then_raw)(2) == b"xy"
+
+
+def test_a_planned_entry_names_its_source_and_node_as_before(tmp_path: Path) -> None:
+    (tmp_path / "app" / "bin").mkdir(parents=True)
+    (tmp_path / "app" / "bin" / "run").write_text("x")
+    (tmp_path / "top.txt").write_text("y")
+    (tmp_path / "app" / "a.txt").write_text("z")
+    by_path = {e.path: e for e in plan_part(tmp_path, "p", "app", "p/").entries}
+    run = by_path["bin/run"]
+    st = os.lstat(tmp_path / "app" / "bin" / "run")
+    assert run.source == "app/bin/run" and run.ident == (st.st_dev, st.st_ino)
+    assert by_path["bin"].source == "app/bin" and by_path["bin"].type == "dir"
+    (top,) = plan_part(tmp_path, "p", "top.txt", "p/").entries
+    assert (top.path, top.source) == ("top.txt", "top.txt")
+    (leaf,) = plan_part(tmp_path, "p", "app/*.txt", "p/").entries
+    assert (leaf.path, leaf.source) == ("a.txt", "app/a.txt")
+    # A mode or a device repeated entry after entry is one int object, not one each.
+    assert by_path["bin/run"].dev is by_path["a.txt"].dev and by_path["bin/run"].mode is by_path["a.txt"].mode
