@@ -405,3 +405,16 @@ def test_a_planned_entry_names_its_source_and_node_as_before(tmp_path: Path) -> 
     assert (leaf.path, leaf.source) == ("a.txt", "app/a.txt")
     # A mode or a device repeated entry after entry is one int object, not one each.
     assert by_path["bin/run"].dev is by_path["a.txt"].dev and by_path["bin/run"].mode is by_path["a.txt"].mode
+
+
+def test_a_spending_stream_gives_the_same_tar_and_file_entries_and_keeps_no_entry(tmp_path: Path) -> None:
+    root = make_tree(tmp_path)
+    data, files = pack(tmp_path)
+    plan = plan_part(tmp_path, "p", "prod", "p/")
+    assert root.exists() and len(plan.entries) == len(files)
+    stream = TarStream(plan.entries, spend=True)
+    spent = b""
+    while chunk := stream.read(1 << 16):
+        spent += chunk
+    assert spent == data and stream.files == files
+    assert plan.entries == []

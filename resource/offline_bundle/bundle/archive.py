@@ -12,7 +12,7 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
@@ -299,10 +299,17 @@ class TarStream(io.RawIOBase):
     """A readable tar of ``entries``, produced as it is read; fills each entry's ``sha256``.
 
     A file that changes size while it is packed is an error: the manifest would otherwise lie.
+    ``spend``: take the entries out of the list as they are packed, keeping only what the manifest
+    says of each (``files``, in order): a put has no use for them afterwards, and at 100,000 entries
+    they are 16 MB more than their file entries.
     """
 
-    def __init__(self, entries: list[Entry], on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, entries: list[Entry], on_bytes: Callable[[int], None] | None = None, *, spend: bool = False
+    ) -> None:
         self._entries = entries
+        self._spend = spend
+        self.files: list[FileEntry] = []
         self._gen = self._generate()
         self._buf = b""
         self._on_bytes = on_bytes
@@ -331,40 +338,55 @@ class TarStream(io.RawIOBase):
             for r in roots.values():
                 r.close()
 
+    def _take(self) -> Iterator[Entry]:
+        if not self._spend:
+            yield from self._entries
+            return
+        self._entries.reverse()  # popped from the end: taking from the front would move the rest each time
+        while self._entries:
+            yield self._entries.pop()
+
     def _produce(self, roots: dict[str, BuildDir]) -> Iterator[bytes]:
         written = 0
-        for e in self._entries:
+        for e in self._take():
             header = _header(e)
             written += len(header)
             yield header
-            if e.type != "file":
-                continue
-            h = hashlib.sha256()
-            remaining = e.size
-            root = roots.get(e.root) or roots.setdefault(e.root, BuildDir(e.root or "."))
-            with _open_entry(e, root) as f:
-                while remaining > 0:
-                    chunk = f.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise ConfigError(f"{e.source!r} shrank while it was packed")
-                    h.update(chunk)
-                    if remaining == e.size and e.size > PROBE_BYTES:
-                        e.probe = hashlib.sha256(chunk[:PROBE_BYTES]).hexdigest()
-                    remaining -= len(chunk)
-                    written += len(chunk)
-                    if self._on_bytes:
-                        self._on_bytes(len(chunk))
-                    yield chunk
-                if f.read(1):
-                    raise ConfigError(f"{e.source!r} grew while it was packed")
-            e.sha256 = h.hexdigest()
-            pad = -e.size % BLOCK
-            if pad:
-                written += pad
-                yield b"\0" * pad
+            if e.type == "file":
+                written += yield from self._file(e, roots)
+            if self._spend:
+                self.files.append(e.to_file_entry())
         end = 2 * BLOCK
         end += -(written + end) % RECORD
         yield b"\0" * end
+
+    def _file(self, e: Entry, roots: dict[str, BuildDir]) -> Generator[bytes, None, int]:
+        """A file's bytes and padding (their length is the value); sets its ``sha256`` and ``probe``."""
+        written = 0
+        h = hashlib.sha256()
+        remaining = e.size
+        root = roots.get(e.root) or roots.setdefault(e.root, BuildDir(e.root or "."))
+        with _open_entry(e, root) as f:
+            while remaining > 0:
+                chunk = f.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ConfigError(f"{e.source!r} shrank while it was packed")
+                h.update(chunk)
+                if remaining == e.size and e.size > PROBE_BYTES:
+                    e.probe = hashlib.sha256(chunk[:PROBE_BYTES]).hexdigest()
+                remaining -= len(chunk)
+                written += len(chunk)
+                if self._on_bytes:
+                    self._on_bytes(len(chunk))
+                yield chunk
+            if f.read(1):
+                raise ConfigError(f"{e.source!r} grew while it was packed")
+        e.sha256 = h.hexdigest()
+        pad = -e.size % BLOCK
+        if pad:
+            written += pad
+            yield b"\0" * pad
+        return written
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         if not self._buf:

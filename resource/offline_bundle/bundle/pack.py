@@ -385,11 +385,12 @@ class Packer:
     ) -> Part:
         """Stream one part to a fresh ``_blobs/<id>``, its final key: no temporary name, no copy."""
         source = self.source
-        progress = Progress(f"part {plan.name}", plan.bytes)
-        tar = TarStream(plan.entries, on_bytes=progress.add)
+        entries, size, estimate = len(plan.entries), plan.bytes, _estimate(plan)
+        progress = Progress(f"part {plan.name}", size)
+        tar = TarStream(plan.entries, on_bytes=progress.add, spend=True)  # the plan's entries are spent here
         key = new_payload_key()
         object_key = payload_object_key(source, Payload(key, 0, ""))
-        writer = self.store.writer(object_key, _estimate(plan), memory_budget=memory_budget)
+        writer = self.store.writer(object_key, estimate, memory_budget=memory_budget)
 
         def sink(chunk: bytes) -> None:
             try:
@@ -424,8 +425,6 @@ class Packer:
         finally:
             forget()
         progress.finish()
-        self.log(
-            f"part {plan.name}: {len(plan.entries)} entries, {plan.bytes} bytes -> {written.key} ({written.size} bytes)"
-        )
-        files = tuple(e.to_file_entry() for e in plan.entries)
-        return Part(plan.name, plan.destination, Payload(key, written.size, written.sha256), encryption, files)
+        self.log(f"part {plan.name}: {entries} entries, {size} bytes -> {written.key} ({written.size} bytes)")
+        payload = Payload(key, written.size, written.sha256)
+        return Part(plan.name, plan.destination, payload, encryption, tuple(tar.files))
