@@ -20,7 +20,10 @@ class PipeClosed(BundleError):
 class ChunkPipe(ReadStream):
     POLL = 0.2
 
-    def __init__(self, max_chunks: int = 16) -> None:
+    # gpg's output comes in chunks of up to 1 MiB: 16 of them waited here for the whole of a get of
+    # 100,000 small files (the extraction is the slower side), 12 MB more than 4 with no gain in
+    # speed for large files (a 512 MiB part took the same time with either).
+    def __init__(self, max_chunks: int = 4) -> None:
         self._q: queue.Queue[bytes | None] = queue.Queue(max_chunks)
         self._buf = b""
         self._pos = 0
