@@ -207,15 +207,15 @@ def test_pipe_passes_data_and_stops_the_writer_when_the_reader_aborts() -> None:
         pipe.write_chunk(b"more")
 
 
-def test_the_pipe_holds_at_most_four_chunks_of_gpgs_output() -> None:
+def test_the_pipe_holds_at_most_eight_chunks_of_gpgs_output() -> None:
     pipe = ChunkPipe()
-    for chunk in (b"1", b"2", b"3", b"4"):
-        pipe.write_chunk(chunk)
-    writer = threading.Thread(target=pipe.write_chunk, args=(b"5",), daemon=True)
+    for n in range(8):
+        pipe.write_chunk(b"%d" % n)
+    writer = threading.Thread(target=pipe.write_chunk, args=(b"8",), daemon=True)
     writer.start()
     writer.join(0.5)
-    assert writer.is_alive()  # the fifth waits until the reader takes one
-    assert pipe.read(1) == b"1"
+    assert writer.is_alive()  # the ninth waits until the reader takes one
+    assert pipe.read(1) == b"0"
     writer.join(5)
     assert not writer.is_alive()
-    assert [pipe.read(1) for _ in range(4)] == [b"2", b"3", b"4", b"5"]
+    assert [pipe.read(1) for _ in range(8)] == [b"%d" % n for n in range(1, 9)]
