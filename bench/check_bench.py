@@ -111,7 +111,7 @@ def main() -> None:
                     warn = [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
                     record["cases"].append(
                         {
-                            "bucket": f"{n_versions} versions" + (f" + {n_junk} junk" if "junk" in label else ""),
+                            "bucket": f"{n_versions} versions" + (f" + {n_junk} junk" if label.startswith("+") else ""),
                             "request": "no version" if version is None else version,
                             "answer": len(answer),
                             "warning_lines": len(warn),
