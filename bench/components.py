@@ -272,19 +272,3 @@ def render_model(mdl: dict[str, Any]) -> list[str]:
             f"{m['parts_bound']:.2f} ({by[m['parts_by']]}) |"
         )
     return lines
-    lines = [
-        f"Model of a {mdl['cores']}-core worker with a {mdl['wire_gbit']:g} Gbit/s store "
-        f"({mdl['wire_gib_s']:.2f} GiB/s), from these pieces and this run's CPU per GiB (GiB/s):",
-        "",
-        f"| step | one part's gpg | {mdl['parts']} parts' gpg | all CPU over {mdl['cores']} cores | wire "
-        f"| bound, one part | bound, {mdl['parts']} parts |",
-        "|---|---:|---:|---:|---:|---|---|",
-    ]
-    for side in ("out", "in"):
-        m = mdl[side]
-        b = m["bounds_gib_s"]
-        lines.append(
-            f"| {side} | {b['gpg_one_part']:.2f} | {b['gpg_parts']:.2f} | {b['cpu_all_cores']:.2f} | {b['wire']:.2f} "
-            f"| {m['one_part_bound']:.2f} ({m['one_part_by']}) | {m['parts_bound']:.2f} ({m['parts_by']}) |"
-        )
-    return lines
