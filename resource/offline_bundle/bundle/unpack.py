@@ -16,6 +16,7 @@ import shutil
 import tarfile
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from offline_bundle import openpgp
@@ -133,6 +134,15 @@ def remove_tree(path: str) -> None:
     for folder in reversed(folders):
         with contextlib.suppress(OSError):
             os.rmdir(folder)
+
+
+@contextlib.contextmanager
+def _writing_into(dest: str) -> Iterator[None]:
+    """An OSError while writing the staging folder or moving it into ``dest``, as one line naming ``dest``."""
+    try:
+        yield
+    except OSError as e:
+        raise path_error(e, dest, "cannot write into the destination") from None
 
 
 def _write_signed_texts(staging: str, texts: list[bytes]) -> None:
@@ -271,22 +281,16 @@ class Unpacker:
         staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
         moved: list[str] = []
         try:
-            try:
+            with _writing_into(dest):
                 os.mkdir(staging, 0o700)
-            except OSError as e:
-                raise path_error(e, dest, "cannot write into the destination") from None
             if parts:
                 self._check_space(dest, parts)
-            try:
+            with _writing_into(dest):
                 _write_signed_texts(staging, texts)
-            except OSError as e:
-                raise path_error(e, dest, "cannot write into the destination") from None
             counts = self._fetch_parts(parts, staging, sink)
-            try:
+            with _writing_into(dest):
                 self._write_side_files(staging, version, parts)
                 self._move_into_place(staging, dest, moved)
-            except OSError as e:
-                raise path_error(e, dest, "cannot write into the destination") from None
         except BaseException:
             for name in moved:
                 remove_tree(os.path.join(dest, name))
